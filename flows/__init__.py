@@ -1,0 +1,1 @@
+"""candlewax flows."""
