@@ -1,0 +1,59 @@
+"""Bounded trade de-duplication, one `Deduper` per "venue:symbol" key."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+DEFAULT_CAPACITY = 100_000
+
+
+class Deduper:
+    """Drops trades whose ``trade_id`` was already seen for this key.
+
+    Catches what exchanges really send twice: the tail of trades re-sent after a
+    reconnect, and a replayed stretch of a capture. Memory is bounded: it remembers
+    the last ``capacity`` distinct ids in arrival order and forgets the oldest first.
+
+    Trade-off: an id older than that window is not recognised, so a duplicate that
+    arrives more than ``capacity`` distinct trades after the original passes through.
+    Size ``capacity`` above the number of trades one reconnect or replay can repeat.
+    """
+
+    __slots__ = ("_order", "_seen", "capacity", "dropped")
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError(f"dedupe capacity must be at least 1, got {capacity}")
+        self.capacity = capacity
+        self.dropped = 0  # duplicates filtered out so far
+        # A set answers membership; the deque remembers which id to forget next.
+        self._seen: set[str] = set()
+        self._order: deque[str] = deque()
+
+    def __len__(self) -> int:
+        return len(self._order)
+
+    def seen(self, trade_id: str) -> bool:
+        """True (and counted) if ``trade_id`` is a duplicate; otherwise remember it."""
+        if trade_id in self._seen:
+            self.dropped += 1
+            return True
+        if len(self._order) >= self.capacity:
+            self._seen.discard(self._order.popleft())
+        self._order.append(trade_id)
+        self._seen.add(trade_id)
+        return False
+
+    def filter(self, trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """The trades not seen before (duplicates inside the batch included), in order."""
+        return [trade for trade in trades if not self.seen(trade["trade_id"])]
+
+    # Snapshots store the ids once, in order; the set is rebuilt on restore.
+    def __getstate__(self) -> tuple[int, int, list[str]]:
+        return self.capacity, self.dropped, list(self._order)
+
+    def __setstate__(self, state: tuple[int, int, list[str]]) -> None:
+        self.capacity, self.dropped, ids = state
+        self._order = deque(ids)
+        self._seen = set(ids)
