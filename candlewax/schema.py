@@ -19,11 +19,11 @@ from __future__ import annotations
 
 import re
 from decimal import Decimal
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Final, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION: Final = 1
 
 Venue = Literal["binance", "binance-usdm", "coinbase", "kraken", "okx", "bybit", "hyperliquid"]
 VENUES: tuple[str, ...] = (

@@ -1,0 +1,283 @@
+"""The pipeline YAML: models, loading, environment overrides, readable errors.
+
+Everything is validated before anything starts; errors name the field by its
+path in the file (``sources[0].symbols[1]``) and say what was expected.
+
+Environment variables override the file: ``CANDLEWAX__OPERATORS__BOOK__DEPTH=10``
+or ``CANDLEWAX__SOURCES__0__URL=ws://127.0.0.1:9443`` (``__`` separates path
+parts, list items by index; values are read as YAML scalars).
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from candlewax.symbols import SymbolError, check_unified, to_native
+
+ENV_PREFIX = "CANDLEWAX__"
+SUPPORTED_VENUES = ("binance", "binance-usdm", "okx")
+_INTERVAL_RE = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d)$")
+_PACE_RE = re.compile(r"^(max|recorded|[0-9]+(\.[0-9]+)?x)$")
+
+
+SourceChannel = Literal["trades", "book", "bbo"]
+UserChannel = Literal["trades", "book", "bars", "status"]
+_ALL_SOURCE_CHANNELS: tuple[SourceChannel, ...] = ("trades", "book", "bbo")
+_USER_DEFAULT: tuple[UserChannel, ...] = ("trades",)
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; ``str()`` lists every problem with its field path."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ReconnectConfig(_Strict):
+    base_delay_s: float = Field(0.5, gt=0, description="first backoff delay")
+    max_delay_s: float = Field(30.0, gt=0, description="backoff cap")
+    stall_timeout_s: float = Field(30.0, gt=0, description="no frame for this long -> reconnect")
+    max_lifetime_s: float | None = Field(
+        None, gt=0, description="planned reconnect age; default: the venue's documented limit"
+    )
+
+
+class SourceConfig(_Strict):
+    venue: str
+    symbols: list[str] = Field(
+        default_factory=list, description="unified symbols; a replay may leave it empty"
+    )
+    channels: list[SourceChannel] = Field(
+        default_factory=lambda: list(_ALL_SOURCE_CHANNELS), min_length=1
+    )
+    mode: Literal["live", "replay"] = "live"
+    url: str | None = Field(None, description="WebSocket base URL override (e.g. the simulator)")
+    rest_url: str | None = Field(None, description="REST base URL override (Binance snapshots)")
+    capture: Path | None = Field(None, description="capture file for mode: replay")
+    pace: str = Field("max", description="replay pace: max, recorded or <N>x")
+    reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+
+    @field_validator("venue")
+    @classmethod
+    def _venue(cls, venue: str) -> str:
+        if venue not in SUPPORTED_VENUES:
+            raise ValueError(
+                f"unknown venue {venue!r}; supported: {', '.join(SUPPORTED_VENUES)}"
+            )
+        return venue
+
+    @field_validator("pace")
+    @classmethod
+    def _pace(cls, pace: str) -> str:
+        if not _PACE_RE.match(pace):
+            raise ValueError(f"pace {pace!r} must be 'max', 'recorded' or like '10x'")
+        return pace
+
+    @model_validator(mode="after")
+    def _symbols_and_mode(self) -> SourceConfig:
+        if self.mode == "live" and not self.symbols:
+            raise ValueError("a live source needs at least one symbol, e.g. symbols: [BTC/USDT]")
+        for symbol in self.symbols:
+            try:
+                check_unified(symbol)
+                to_native(self.venue, symbol)
+            except SymbolError as exc:
+                raise ValueError(str(exc)) from None
+        if self.mode == "replay" and self.capture is None:
+            raise ValueError("mode 'replay' needs 'capture: <path to a capture file>'")
+        if self.capture is not None and self.mode == "replay" and not self.capture.exists():
+            raise ValueError(f"capture file {str(self.capture)!r} does not exist")
+        return self
+
+
+class DedupeConfig(_Strict):
+    enabled: bool = True
+    capacity: int = Field(100_000, ge=1, description="trade ids remembered per symbol")
+
+
+class BookConfig(_Strict):
+    enabled: bool = True
+    depth: int = Field(20, ge=1, le=5000, description="levels per side in emitted snapshots")
+    emit_interval_ms: int = Field(1000, ge=0, description="top-N at most this often; 0 = every update")
+    bbo: bool = Field(True, description="emit the book's BBO whenever it changes")
+
+
+class OhlcvConfig(_Strict):
+    enabled: bool = True
+    intervals: list[str] = Field(default_factory=lambda: ["1m"], min_length=1)
+    lateness_ms: int = Field(2000, ge=0, description="how long a window waits for late trades")
+    fill_empty: bool = False
+    partial_updates: bool = Field(False, description="in-progress bar at most once a second")
+    wall_clock_close: bool | None = Field(
+        None,
+        description="close windows on wall-clock time when the market is quiet; "
+        "default: on for live sources, off for replays",
+    )
+
+    @field_validator("intervals")
+    @classmethod
+    def _intervals(cls, intervals: list[str]) -> list[str]:
+        for interval in intervals:
+            if not _INTERVAL_RE.match(interval):
+                raise ValueError(f"interval {interval!r} must look like 1s, 1m, 5m, 1h or 1d")
+        return intervals
+
+
+class UserOperatorConfig(_Strict):
+    path: str = Field(description="'module:function' called with each record; returns a record, "
+                      "a list of records or None to drop it")
+    channels: list[UserChannel] = Field(default_factory=lambda: list(_USER_DEFAULT))
+
+    @field_validator("path")
+    @classmethod
+    def _importable(cls, path: str) -> str:
+        resolve_callable(path)
+        return path
+
+
+class OperatorsConfig(_Strict):
+    dedupe: DedupeConfig = Field(default_factory=DedupeConfig)
+    book: BookConfig = Field(default_factory=BookConfig)
+    ohlcv: OhlcvConfig = Field(default_factory=OhlcvConfig)
+    user: list[UserOperatorConfig] = Field(default_factory=list)
+
+
+Channel = Literal["trades", "book", "bars", "status", "late", "dead_letter"]
+
+
+class StdoutSink(_Strict):
+    type: Literal["stdout"]
+    channels: list[Channel] | None = None
+
+
+class JsonlSink(_Strict):
+    type: Literal["jsonl"]
+    path: Path
+    channels: list[Channel] | None = None
+    append: bool = False
+
+
+class RecorderSink(_Strict):
+    type: Literal["recorder"]
+    path: Path
+
+
+class ParquetSink(_Strict):
+    type: Literal["parquet"]
+    path: Path
+    flush_every: int = Field(1000, ge=1, description="bars per part file")
+
+
+SinkConfig = Annotated[
+    StdoutSink | JsonlSink | RecorderSink | ParquetSink, Field(discriminator="type")
+]
+
+
+class PipelineConfig(_Strict):
+    name: str = "candlewax"
+    workers: int = Field(1, ge=1, le=64, description="Bytewax worker threads in this process")
+    sources: list[SourceConfig] = Field(min_length=1)
+    operators: OperatorsConfig = Field(default_factory=OperatorsConfig)
+    sinks: list[SinkConfig] = Field(min_length=1)
+
+    @property
+    def live(self) -> bool:
+        return any(source.mode == "live" for source in self.sources)
+
+
+def resolve_callable(path: str) -> Any:
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise ValueError(f"{path!r} must be 'module:function'")
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise ValueError(f"cannot import module {module_name!r}: {exc}") from None
+    func = getattr(module, attr, None)
+    if not callable(func):
+        raise ValueError(f"{module_name!r} has no callable {attr!r}")
+    return func
+
+
+def apply_env(data: dict[str, Any], environ: dict[str, str] | None = None) -> dict[str, Any]:
+    """Override ``data`` in place from CANDLEWAX__A__B=value variables."""
+    env = os.environ if environ is None else environ
+    for name, raw in sorted(env.items()):
+        if not name.startswith(ENV_PREFIX):
+            continue
+        parts = [p.lower() for p in name[len(ENV_PREFIX) :].split("__") if p]
+        if not parts:
+            continue
+        node: Any = data
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
+            if isinstance(node, list) and not (isinstance(key, int) and key < len(node)):
+                raise ConfigError(f"{name}: no list item {part!r} to override")
+            if last:
+                node[key] = yaml.safe_load(raw)
+            else:
+                if isinstance(node, dict) and key not in node:
+                    node[key] = {}
+                node = node[key]
+    return data
+
+
+def _field_path(loc: tuple[Any, ...]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part in ("stdout", "jsonl", "recorder", "parquet") and out.startswith("sinks"):
+            continue  # discriminator tag, not a field the user wrote
+        else:
+            out += f".{part}" if out else str(part)
+    return out or "(top level)"
+
+
+def format_errors(exc: ValidationError, source: str) -> str:
+    lines = [f"{source}: invalid configuration"]
+    for err in exc.errors():
+        msg = err["msg"].removeprefix("Value error, ")
+        lines.append(f"  {_field_path(tuple(err['loc']))}: {msg}")
+    return "\n".join(lines)
+
+
+def parse_config(data: Any, source: str = "<config>", env: dict[str, str] | None = None) -> PipelineConfig:
+    if not isinstance(data, dict):
+        raise ConfigError(f"{source}: expected a mapping with sources, operators and sinks")
+    apply_env(data, env)
+    try:
+        return PipelineConfig.model_validate(data)
+    except ValidationError as exc:
+        raise ConfigError(format_errors(exc, source)) from None
+
+
+def load_config(path: str | Path, env: dict[str, str] | None = None) -> PipelineConfig:
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    # Capture paths are relative to the YAML file (so examples run from anywhere);
+    # output paths stay relative to the working directory.
+    if isinstance(data, dict) and isinstance(data.get("sources"), list):
+        base = path.resolve().parent
+        for src in data["sources"]:
+            if isinstance(src, dict) and isinstance(src.get("capture"), str):
+                capture = Path(src["capture"])
+                if not capture.is_absolute() and (base / capture).exists():
+                    src["capture"] = str(base / capture)
+    return parse_config(data, str(path), env)
