@@ -1,0 +1,466 @@
+"""Order books rebuilt from venue depth messages, with each venue's sync rules.
+
+``OrderBook`` holds the levels; ``BookKeeper`` owns one (venue, symbol) book,
+enforces the venue's snapshot/sequence/checksum rules and turns the book into
+output dicts: ``book`` (top N), ``bbo`` (origin "book") and ``status``.
+
+Rules, from the venues' "how to manage a local order book" pages:
+- binance spot: buffer diffs until the REST snapshot (lastUpdateId L); ignore
+  diffs with u <= book id; a diff with U > book id + 1 is a gap.
+- binance-usdm: drop u < L; the first diff must have U <= L <= u; then pu == last u.
+- okx: in-band snapshot; each update's prevSeqId == last seqId (keep-alives and
+  maintenance resets satisfy it too); CRC32 checksum of the top 25 when sent.
+- other venues: snapshots replace the book, updates apply once one arrived.
+A gap, checksum mismatch or malformed level clears the book and asks the live
+source to resync (candlewax.resync); nothing is emitted until a snapshot syncs.
+
+Engine-free and cheap to pickle (Bytewax snapshots the keeper as state).
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Iterable
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from sortedcontainers import SortedList
+
+from candlewax import resync
+from candlewax.schema import SCHEMA_VERSION, make_bbo, make_status
+from candlewax.symbols import to_native
+from operators.checksum import OKX_DEPTH, okx_checksum
+from operators.events import DepthMsg
+
+Level = tuple[str, str]  # (price_text, size_text) exactly as received
+_NONZERO_LEAD = frozenset("123456789")
+
+
+class BookError(ValueError):
+    """A depth message the book cannot use (the caller dead-letters it)."""
+
+
+def is_zero_size(size: str) -> bool:
+    """True when the size text is zero in value ("0", "0.00000000", "0E-8")."""
+    rest = size.strip("0.")
+    if not rest:
+        return True
+    # Only unusual text (exponent, sign) needs the exact Decimal comparison.
+    return rest[0] not in _NONZERO_LEAD and Decimal(size) == 0
+
+
+class BookSide:
+    """One side: Decimal(price) -> (price_text, size_text), prices kept sorted.
+
+    A dict plus a SortedList of its keys rather than a SortedDict: the diff loop
+    then calls the C dict directly and touches the sorted list only when a
+    level appears or disappears."""
+
+    __slots__ = ("_levels", "_prices", "descending")
+
+    def __init__(self, descending: bool) -> None:
+        self.descending = descending  # bids: best = highest price
+        self._levels: dict[Decimal, Level] = {}
+        self._prices: SortedList = SortedList()
+
+    def set(self, price: str, size: str) -> None:
+        """Set a level's absolute size; a zero size removes it (unknown level: no-op)."""
+        self.update(((price, size),))
+
+    def remove(self, price: str) -> bool:
+        key = Decimal(price)
+        if self._levels.pop(key, None) is None:
+            return False
+        self._prices.remove(key)
+        return True
+
+    def update(self, levels: Iterable[Level]) -> None:
+        # is_zero_size() inlined: this loop runs for every level of every diff.
+        book = self._levels
+        prices = self._prices
+        for price, size in levels:
+            key = Decimal(price)
+            rest = size.strip("0.")
+            if not rest or (rest[0] not in _NONZERO_LEAD and Decimal(size) == 0):
+                if book.pop(key, None) is not None:
+                    prices.remove(key)
+            else:
+                if key not in book:
+                    if not key.is_finite():  # NaN would break the ordering
+                        raise ValueError(f"price {price!r} is not a finite number")
+                    prices.add(key)
+                book[key] = (price, size)
+
+    def replace(self, levels: Iterable[Level]) -> None:
+        book = {Decimal(p): (p, s) for p, s in levels if not is_zero_size(s)}
+        if not all(key.is_finite() for key in book):
+            raise ValueError("snapshot price is not a finite number")
+        self._levels = book
+        self._prices = SortedList(self._levels)
+
+    def clear(self) -> None:
+        self._levels.clear()
+        self._prices.clear()
+
+    def top(self, n: int) -> list[Level]:
+        """The best n levels, best first."""
+        book = self._levels
+        if self.descending:
+            return [book[key] for key in reversed(self._prices[-n:])] if n > 0 else []
+        return [book[key] for key in self._prices[:n]]
+
+    def best(self) -> Level | None:
+        if not self._levels:
+            return None
+        return self._levels[self._prices[-1 if self.descending else 0]]
+
+    def __len__(self) -> int:
+        return len(self._levels)
+
+
+class OrderBook:
+    """Bids (high -> low) and asks (low -> high) with the exact text received."""
+
+    __slots__ = ("asks", "bids")
+
+    def __init__(self) -> None:
+        self.bids = BookSide(descending=True)
+        self.asks = BookSide(descending=False)
+
+    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        self.bids.update(bids)
+        self.asks.update(asks)
+
+    def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+        self.bids.replace(bids)
+        self.asks.replace(asks)
+
+    def clear(self) -> None:
+        self.bids.clear()
+        self.asks.clear()
+
+    def top(self, n: int) -> tuple[list[Level], list[Level]]:
+        return self.bids.top(n), self.asks.top(n)
+
+    def best_bid(self) -> Level | None:
+        return self.bids.best()
+
+    def best_ask(self) -> Level | None:
+        return self.asks.best()
+
+    def __len__(self) -> int:
+        return len(self.bids) + len(self.asks)
+
+    # Pickle as plain text lists, best first (restoring sorts presorted data: linear).
+    def __getstate__(self) -> tuple[list[Level], list[Level]]:
+        return self.bids.top(len(self.bids)), self.asks.top(len(self.asks))
+
+    def __setstate__(self, state: tuple[list[Level], list[Level]]) -> None:
+        self.bids = BookSide(descending=True)
+        self.asks = BookSide(descending=False)
+        self.replace(*state)
+
+
+def make_book(
+    venue: str,
+    symbol: str,
+    ts_exchange: int,
+    ts_ingest: int,
+    depth: int,
+    bids: list[Level],
+    asks: list[Level],
+    sequence: int | None,
+) -> dict[str, Any]:
+    """A ``candlewax.schema.Book`` dict; levels are (price, size) 2-tuples."""
+    return {
+        "type": "book",
+        "schema_version": SCHEMA_VERSION,
+        "venue": venue,
+        "symbol": symbol,
+        "ts_exchange": ts_exchange,
+        "ts_ingest": ts_ingest,
+        "depth": depth,
+        "bids": bids,
+        "asks": asks,
+        "sequence": sequence,
+    }
+
+
+# Sequence rule per venue; venues not listed only take snapshots and plain updates.
+_RULES = {"binance": "binance", "binance-usdm": "binance-usdm", "okx": "okx"}
+_BUFFERING_RULES = ("binance", "binance-usdm")  # REST snapshot arrives after the diffs
+
+
+class BookKeeper:
+    """The rebuilt book of one (venue, symbol) and its output.
+
+    ``on_msg`` applies one DepthMsg and returns output dicts; ``on_tick`` flushes
+    a pending top-N when ``emit_interval_us`` has passed (``now_us`` on the
+    ``ts_ingest`` clock). No book/bbo is emitted while the book is not synced.
+    """
+
+    def __init__(
+        self,
+        venue: str,
+        symbol: str,
+        depth: int = 10,
+        emit_interval_us: int = 0,
+        emit_bbo: bool = True,
+        max_buffer: int = 10_000,
+    ) -> None:
+        if depth < 1:
+            raise ValueError(f"book depth must be >= 1, got {depth}")
+        if max_buffer < 1:
+            raise ValueError(f"max_buffer must be >= 1, got {max_buffer}")
+        if emit_interval_us < 0:
+            raise ValueError(f"emit_interval_us must be >= 0, got {emit_interval_us}")
+        self.venue = venue
+        self.symbol = symbol
+        self.native = to_native(venue, symbol)
+        self.depth = depth
+        self.emit_interval_us = emit_interval_us
+        self.emit_bbo = emit_bbo
+        self.rule = _RULES.get(venue, "plain")
+        self.book = OrderBook()
+        self.synced = False
+        self.last_id: int | None = None  # venue id of the last applied message / snapshot
+        self._await_first = False  # binance-usdm: first diff after a snapshot pending
+        self._resync_pending = False
+        self._buffer: deque[DepthMsg] = deque(maxlen=max_buffer)
+        self._ts = (0, 0)  # (ts_exchange, ts_ingest) of the last applied message
+        self._dirty = False  # book changed since the last top-N emission
+        self._last_emit_us: int | None = None
+        self._last_bbo: tuple[Level | None, Level | None] | None = None
+        # Plain int counters for metrics.
+        self.messages = 0
+        self.applied = 0
+        self.ignored = 0  # stale diffs, diffs before any snapshot (okx/plain), old snapshots
+        self.buffer_dropped = 0
+        self.gaps = 0
+        self.seq_resets = 0
+        self.checksum_checks = 0
+        self.checksum_failures = 0
+        self.malformed = 0
+        self.resync_requests = 0
+        self.resyncs = 0
+
+    def counters(self) -> dict[str, int]:
+        names = (
+            "messages applied ignored buffer_dropped gaps seq_resets checksum_checks "
+            "checksum_failures malformed resync_requests resyncs"
+        )
+        return {name: getattr(self, name) for name in names.split()}
+
+    # ---- input ----
+
+    def on_msg(self, msg: DepthMsg) -> list[dict[str, Any]]:
+        if msg.venue != self.venue or msg.symbol != self.symbol:
+            raise BookError(
+                f"depth message for {msg.venue}:{msg.symbol} sent to the book of "
+                f"{self.venue}:{self.symbol}"
+            )
+        self.messages += 1
+        out: list[dict[str, Any]] = []
+        if msg.kind == "snapshot":
+            self._on_snapshot(msg, out)
+        elif msg.kind == "update":
+            self._on_update(msg, out)
+        else:
+            raise BookError(f"unknown depth message kind {msg.kind!r}")
+        if self.synced:
+            self._emit(out)
+        return out
+
+    def on_tick(self, now_us: int) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        if self.synced and self._dirty and self._interval_passed(now_us):
+            self._emit_top(out, now_us)
+        return out
+
+    def _on_snapshot(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
+        snap_id = msg.last_id
+        buffering = self.rule in _BUFFERING_RULES
+        if buffering and snap_id is None:
+            raise BookError(f"{self.venue} depth snapshot without lastUpdateId")
+        if (
+            buffering
+            and self.synced
+            and self.last_id is not None
+            and snap_id is not None
+            and snap_id <= self.last_id
+        ):
+            self.ignored += 1  # the live book is already newer than this snapshot
+            return
+        if not self._apply(msg, out, replace=True):
+            return
+        self.synced = True
+        self._await_first = True
+        if self.rule == "okx":
+            self._check_okx(msg, out)
+        elif buffering:
+            pending = list(self._buffer)
+            self._buffer.clear()
+            for buffered in pending:
+                self._on_update(buffered, out)  # replays or re-buffers after a gap
+        if self.synced and self._resync_pending:
+            self._resync_pending = False
+            self.resyncs += 1
+            out.append(self._status("resynced", msg, f"snapshot id={snap_id}"))
+
+    def _on_update(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
+        rule = self.rule
+        if rule in _BUFFERING_RULES:
+            if msg.first_id is None or msg.last_id is None:
+                raise BookError(f"{self.venue} depth diff without U/u")
+            if not self.synced:
+                if len(self._buffer) == self._buffer.maxlen:
+                    self.buffer_dropped += 1
+                self._buffer.append(msg)
+            elif rule == "binance":
+                self._binance_spot(msg, out)
+            else:
+                self._binance_usdm(msg, out)
+        elif not self.synced:
+            self.ignored += 1  # in-band snapshot venues: wait for the snapshot
+        elif rule == "okx":
+            self._okx(msg, out)
+        else:
+            self._apply(msg, out)
+
+    # ---- venue sequence rules ----
+
+    def _binance_spot(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
+        book_id = self.last_id
+        first, last = msg.first_id, msg.last_id
+        assert book_id is not None and first is not None and last is not None
+        if last <= book_id:
+            self.ignored += 1
+        elif first > book_id + 1:
+            self._gap(msg, out, f"U={first} > book id+1={book_id + 1} (u={last})")
+        else:
+            self._apply(msg, out)
+
+    def _binance_usdm(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
+        book_id = self.last_id
+        first, last = msg.first_id, msg.last_id
+        assert book_id is not None and first is not None and last is not None
+        if self._await_first:
+            if last < book_id:
+                self.ignored += 1
+            elif first > book_id:
+                self._gap(msg, out, f"first diff U={first} > snapshot id={book_id} (u={last})")
+            elif self._apply(msg, out):
+                self._await_first = False
+        elif msg.prev_id != book_id:
+            self._gap(msg, out, f"pu={msg.prev_id} != last u={book_id} (u={last})")
+        else:
+            self._apply(msg, out)
+
+    def _okx(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
+        prev, seq = msg.prev_id, msg.last_id
+        if prev is not None and self.last_id is not None and prev != self.last_id:
+            self._gap(msg, out, f"prevSeqId={prev} != last seqId={self.last_id} (seqId={seq})")
+            return
+        if prev is not None and seq is not None and seq < prev:
+            self.seq_resets += 1  # maintenance reset; chaining continues from seq
+        if self._apply(msg, out):
+            self._check_okx(msg, out)
+
+    def _check_okx(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
+        if msg.checksum is None:
+            return
+        self.checksum_checks += 1
+        computed = okx_checksum(*self.book.top(OKX_DEPTH))
+        if computed != msg.checksum:
+            self.checksum_failures += 1
+            detail = f"seqId={msg.last_id} checksum={msg.checksum} computed={computed}"
+            self._lose_sync(msg, out, "checksum_mismatch", detail)
+
+    # ---- state changes ----
+
+    def _apply(self, msg: DepthMsg, out: list[dict[str, Any]], replace: bool = False) -> bool:
+        try:
+            if replace:
+                self.book.replace(msg.bids, msg.asks)
+            else:
+                self.book.apply(msg.bids, msg.asks)
+        except (InvalidOperation, ValueError, TypeError, AttributeError) as exc:
+            # The book may be half-updated: treat it like a gap.
+            self.malformed += 1
+            self._lose_sync(msg, out, "error", f"malformed depth levels: {exc!r}"[:300])
+            return False
+        self.applied += 1
+        if msg.last_id is not None:
+            self.last_id = msg.last_id
+        self._ts = (msg.ts_exchange, msg.ts_ingest)
+        if replace or msg.bids or msg.asks:
+            self._dirty = True
+        return True
+
+    def _gap(self, msg: DepthMsg, out: list[dict[str, Any]], detail: str) -> None:
+        self.gaps += 1
+        self._lose_sync(msg, out, "gap_detected", detail)
+        if self.rule in _BUFFERING_RULES:
+            self._buffer.append(msg)  # newer than the book: may follow the next snapshot
+
+    def _lose_sync(self, msg: DepthMsg, out: list[dict[str, Any]], event: str, detail: str) -> None:
+        out.append(self._status(event, msg, detail))
+        self.book.clear()
+        self.synced = False
+        self.last_id = None
+        self._dirty = False
+        self._last_bbo = None
+        self._resync_pending = True
+        self.resync_requests += 1
+        heard = resync.request(self.venue, self.native, f"{event}: {detail}")
+        note = "" if heard else " (no live source listening; waiting for a snapshot)"
+        out.append(self._status("resync_requested", msg, f"{event}{note}"))
+
+    def _status(self, event: str, msg: DepthMsg, detail: str) -> dict[str, Any]:
+        return make_status(self.venue, self.symbol, event, msg.ts_ingest, detail)
+
+    # ---- output ----
+
+    def _emit(self, out: list[dict[str, Any]]) -> None:
+        if self.emit_bbo:
+            bbo = (self.book.best_bid(), self.book.best_ask())
+            if bbo != self._last_bbo:
+                self._last_bbo = bbo
+                ts_exchange, ts_ingest = self._ts
+                out.append(
+                    make_bbo(
+                        self.venue,
+                        self.symbol,
+                        ts_exchange,
+                        ts_ingest,
+                        bbo[0],
+                        bbo[1],
+                        self.last_id,
+                        "book",
+                    )
+                )
+        if self._dirty and self._interval_passed(self._ts[1]):
+            self._emit_top(out, self._ts[1])
+
+    def _interval_passed(self, now_us: int) -> bool:
+        last = self._last_emit_us
+        interval = self.emit_interval_us
+        return interval == 0 or last is None or now_us - last >= interval
+
+    def _emit_top(self, out: list[dict[str, Any]], now_us: int) -> None:
+        bids, asks = self.book.top(self.depth)
+        ts_exchange, ts_ingest = self._ts
+        out.append(
+            make_book(
+                self.venue,
+                self.symbol,
+                ts_exchange,
+                ts_ingest,
+                self.depth,
+                bids,
+                asks,
+                self.last_id,
+            )
+        )
+        self._dirty = False
+        self._last_emit_us = now_us
