@@ -1,0 +1,123 @@
+"""The ``candlewax`` command."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import orjson
+
+from candlewax import __version__
+from candlewax.config import ConfigError, load_config
+
+_EPILOG = """\
+examples:
+  candlewax demo                                  # recorded Binance+OKX over a local simulator
+  candlewax validate examples/live.yaml           # check a pipeline file, start nothing
+  candlewax run examples/live.yaml                # live Binance + OKX
+  candlewax replay fixtures/captures/binance/hftbacktest_spot_btcusdt_20240808.txt.gz \\
+      --venue binance --out out/btc --intervals 1s,1m
+  candlewax simulate --venue binance --capture CAPTURE --port 9443
+  candlewax schema > schema.json                  # the output contract as JSON Schema
+
+Environment variables override the YAML: CANDLEWAX__OPERATORS__BOOK__DEPTH=10,
+CANDLEWAX__SOURCES__0__URL=ws://127.0.0.1:9443 ('__' separates path parts).
+"""
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="candlewax",
+        description="Declarative real-time crypto market data: exchange WebSockets -> "
+        "normalized trades, order books and OHLCV bars -> your sinks.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"candlewax {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="run the pipeline described by a YAML file")
+    run.add_argument("file", type=Path, help="pipeline YAML (see examples/)")
+    run.add_argument("--workers", type=int, help="worker threads (overrides 'workers:')")
+
+    val = sub.add_parser("validate", help="check a pipeline YAML without running it")
+    val.add_argument("file", type=Path)
+
+    sub.add_parser("schema", help="print the JSON Schema of every output record")
+
+    rep = sub.add_parser(
+        "replay",
+        help="run the full default pipeline over a capture file into a JSONL directory",
+        description="Replays a recorded capture (hftbacktest, cryptofeed or candlewax recorder "
+        "format) through the same parsers and operators as live, writing trades.jsonl, "
+        "bars.jsonl, book.jsonl, status.jsonl, late.jsonl and dead_letter.jsonl to --out.",
+    )
+    rep.add_argument("capture", type=Path, help="capture file")
+    rep.add_argument("--venue", required=True, help="venue the capture was recorded from")
+    rep.add_argument("--out", required=True, type=Path, help="output directory")
+    rep.add_argument("--intervals", default="1m", help="bar intervals, comma separated (1s,1m)")
+    rep.add_argument("--symbols", default="", help="unified symbols, comma separated "
+                     "(default: whatever the capture contains)")
+    rep.add_argument("--config", type=Path, help="YAML whose operators section to use")
+    rep.add_argument("--pace", default="max", help="max, recorded or <N>x")
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the pipeline live against the embedded exchange simulator",
+        description="Starts the exchange simulator on 127.0.0.1 serving bundled recordings of "
+        "Binance (BTC/USDT, ETH/USDT) and OKX (BTC/USDT), connects the live sources to it "
+        "exactly as to the real venues, and writes JSONL and Parquet to --out.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory")
+    demo.add_argument("--pace", default="20x", help="replay pace of the simulator (max, "
+                      "recorded, <N>x)")
+    demo.add_argument("--quiet", action="store_true", help="no console bars")
+
+    sim = sub.add_parser("simulate", help="serve a capture as a local exchange (see --help)",
+                         add_help=False)
+    sim.add_argument("rest", nargs=argparse.REMAINDER)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "validate":
+            cfg = load_config(args.file)
+            print(f"{args.file}: OK ({len(cfg.sources)} source(s), {len(cfg.sinks)} sink(s))")
+            return 0
+        if args.command == "schema":
+            from candlewax.schema import json_schema
+
+            sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode())
+            sys.stdout.write("\n")
+            return 0
+        if args.command == "run":
+            from flows.runner import run_pipeline
+
+            cfg = load_config(args.file)
+            if args.workers:
+                cfg.workers = args.workers
+            run_pipeline(cfg)
+            return 0
+        if args.command == "replay":
+            from candlewax.replay_cmd import replay
+
+            return replay(args)
+        if args.command == "demo":
+            from candlewax.demo import run_demo
+
+            return run_demo(args.out, args.pace, quiet=args.quiet)
+        if args.command == "simulate":
+            from simulator.cli import main as simulate_main
+
+            return simulate_main(args.rest)
+    except ConfigError as exc:
+        print(str(exc), file=sys.stderr)
+        return 2
+    return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

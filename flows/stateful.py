@@ -1,0 +1,158 @@
+"""Bytewax ``StatefulBatchLogic`` adapters around the engine-free operators.
+
+Each adapter owns one operator object per key ("venue:symbol"), hands it the
+key's whole batch, and translates its clock needs into ``notify_at``. Python
+exceptions inside an operator would stop the whole cluster, so each batch is
+guarded: a failure becomes a dead-letter record and the key keeps running.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime
+from typing import Any
+
+from bytewax.operators import StatefulBatchLogic
+
+from candlewax.config import BookConfig, DedupeConfig, PipelineConfig
+from candlewax.schema import make_dead_letter
+from operators.book import BookKeeper
+from operators.dedupe import Deduper
+from operators.events import DepthMsg
+from operators.ohlcv import BarBuilder
+
+Record = dict[str, Any]
+Builder = Callable[[Any], StatefulBatchLogic[Any, Record, Any]]
+
+
+def _now_us() -> int:
+    return time.time_ns() // 1000
+
+
+def _failure(venue: str, step: str, exc: Exception, values: Iterable[Any]) -> Record:
+    raw = repr(list(values))[:10_000]
+    return make_dead_letter(venue, _now_us(), f"{step} failed: {type(exc).__name__}: {exc}", raw)
+
+
+class _DedupeLogic(StatefulBatchLogic[Record, Record, Deduper]):
+    def __init__(self, deduper: Deduper) -> None:
+        self.deduper = deduper
+
+    def on_batch(self, values: list[Record]) -> tuple[Iterable[Record], bool]:
+        return self.deduper.filter(values), StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> Deduper:
+        return self.deduper
+
+
+def dedupe_logic(cfg: DedupeConfig) -> Builder:
+    def build(resume: Deduper | None) -> _DedupeLogic:
+        return _DedupeLogic(resume if resume is not None else Deduper(cfg.capacity))
+
+    return build
+
+
+class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder]):
+    """The engine gives builders no key, so the BarBuilder is made from the first trade."""
+
+    def __init__(self, builder: BarBuilder | None, make: Callable[[str, str], BarBuilder],
+                 wall_clock_close: bool) -> None:
+        self.builder = builder
+        self.make = make
+        self.wall_clock_close = wall_clock_close
+
+    def on_batch(self, values: list[Record]) -> tuple[Iterable[Record], bool]:
+        try:
+            if self.builder is None:
+                self.builder = self.make(values[0]["venue"], values[0]["symbol"])
+            return self.builder.on_trades(values, _now_us()), StatefulBatchLogic.RETAIN
+        except Exception as exc:  # noqa: BLE001 - never stop the cluster
+            venue = str(values[0].get("venue", "")) if values else ""
+            return [_failure(venue, "ohlcv", exc, values)], StatefulBatchLogic.RETAIN
+
+    def on_notify(self) -> tuple[Iterable[Record], bool]:
+        if self.builder is None:
+            return [], StatefulBatchLogic.RETAIN
+        now = _now_us()
+        event_now = now if self.wall_clock_close else None
+        return self.builder.on_time(now, event_now), StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Record], bool]:
+        if self.builder is None:
+            return [], StatefulBatchLogic.RETAIN
+        return self.builder.flush(), StatefulBatchLogic.RETAIN
+
+    def notify_at(self) -> datetime | None:
+        if self.builder is None:
+            return None
+        if not self.wall_clock_close and not self.builder.partial_every_us:
+            return None
+        due = self.builder.next_wakeup()
+        if due is None:
+            return None
+        return datetime.fromtimestamp(due / 1e6, tz=UTC)
+
+    def snapshot(self) -> BarBuilder:
+        assert self.builder is not None  # snapshots are only taken after a batch
+        return self.builder
+
+
+def ohlcv_logic(cfg: PipelineConfig) -> Builder:
+    ocfg = cfg.operators.ohlcv
+    wall_clock = ocfg.wall_clock_close if ocfg.wall_clock_close is not None else cfg.live
+    partial_us = 1_000_000 if ocfg.partial_updates else 0
+
+    def make(venue: str, symbol: str) -> BarBuilder:
+        return BarBuilder(
+            venue,
+            symbol,
+            ocfg.intervals,
+            lateness_us=ocfg.lateness_ms * 1000,
+            fill_empty=ocfg.fill_empty,
+            partial_every_us=partial_us,
+        )
+
+    def build(resume: BarBuilder | None) -> _OhlcvLogic:
+        return _OhlcvLogic(resume, make, wall_clock)
+
+    return build
+
+
+class _BookLogic(StatefulBatchLogic[DepthMsg, Record, BookKeeper]):
+    def __init__(self, keeper: BookKeeper | None, cfg: BookConfig) -> None:
+        self.keeper = keeper
+        self.cfg = cfg
+
+    def on_batch(self, values: list[DepthMsg]) -> tuple[Iterable[Record], bool]:
+        out: list[Record] = []
+        for msg in values:
+            try:
+                if self.keeper is None:
+                    self.keeper = BookKeeper(
+                        msg.venue,
+                        msg.symbol,
+                        depth=self.cfg.depth,
+                        emit_interval_us=self.cfg.emit_interval_ms * 1000,
+                        emit_bbo=self.cfg.bbo,
+                    )
+                out.extend(self.keeper.on_msg(msg))
+            except Exception as exc:  # noqa: BLE001 - never stop the cluster
+                out.append(_failure(msg.venue, "book", exc, [msg]))
+        return out, StatefulBatchLogic.RETAIN
+
+    def on_eof(self) -> tuple[Iterable[Record], bool]:
+        # The last state goes out even if the emit interval has not passed.
+        out = self.keeper.on_tick(2**62) if self.keeper is not None else []
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> BookKeeper:
+        assert self.keeper is not None  # snapshots are only taken after a batch
+        return self.keeper
+
+
+def book_logic(cfg: BookConfig) -> Builder:
+    def build(resume: BookKeeper | None) -> _BookLogic:
+        return _BookLogic(resume, cfg)
+
+    return build
