@@ -72,7 +72,14 @@ def to_native(venue: str, symbol: str) -> str:
 
 
 def from_native(venue: str, native: str) -> str:
-    """The venue's instrument name -> unified symbol."""
+    """The venue's instrument name -> unified symbol (SymbolError if it cannot be mapped)."""
+    try:
+        return check_unified(_unified_of(venue, native))
+    except (IndexError, ValueError) as exc:  # SymbolError is a ValueError
+        raise SymbolError(f"{venue}: cannot map instrument {native!r}: {exc}") from None
+
+
+def _unified_of(venue: str, native: str) -> str:
     if venue in ("binance", "binance-usdm"):
         upper = native.upper()
         for quote in _BINANCE_QUOTES:
@@ -86,7 +93,7 @@ def from_native(venue: str, native: str) -> str:
             return f"{parts[0]}/{parts[1]}"
         base, quote = parts[0], parts[1]
         settle = quote if quote in ("USDT", "USDC") else base
-        if parts[2] == "SWAP":
+        if parts[2] == "SWAP" and len(parts) == 3:
             return f"{base}/{quote}:{settle}"
         return f"{base}/{quote}:{settle}-" + "-".join(parts[2:])
     if venue == "coinbase":
@@ -106,6 +113,7 @@ class SymbolMap:
 
     def __init__(self, venue: str, unified: list[str] | None = None) -> None:
         self.venue = venue
+        self.configured: tuple[str, ...] = tuple(unified or [])
         self._cache: dict[str, str] = {}
         for symbol in unified or []:
             self._cache[to_native(venue, symbol).upper()] = symbol

@@ -1,0 +1,297 @@
+"""Binance spot and USD-M futures: frame parser and live protocol.
+
+Frames are combined-stream envelopes ``{"stream":..,"data":{..}}`` or raw
+stream events, plus REST depth snapshots injected by the source with a
+``depth_snapshot:<NATIVE>`` hint. Prices and sizes stay the exact strings
+Binance sent. This is the hot path: one ``orjson.loads`` per frame, field
+checks are identity tests on types, symbol lookups hit a per-parser cache.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from candlewax.schema import make_bbo, make_status, make_trade
+from candlewax.symbols import SymbolMap
+from operators.events import DepthMsg, Levels
+from sources.frames import SNAPSHOT_HINT, RawFrame
+from sources.venue import FrameError, Item
+
+_HINT_LEN = len(SNAPSHOT_HINT)
+MAX_STREAMS = 1024  # per connection, both markets
+_STREAM_SUFFIX = {"trades": "@trade", "book": "@depth@100ms", "bbo": "@bookTicker"}
+
+
+def _levels(raw: Any, side: str) -> Levels:
+    """[[price, qty], ..] -> [(price, qty), ..], both strings."""
+    if raw.__class__ is not list:
+        raise FrameError(f"{side}: levels must be a list")
+    levels = [
+        (p, q)
+        for lvl in raw
+        if lvl.__class__ is list
+        for p, q in (lvl,)  # unpacking also rejects levels that are not pairs
+        if p.__class__ is str and q.__class__ is str
+    ]
+    if len(levels) != len(raw):
+        raise FrameError(f"{side}: each level must be [price, qty] strings")
+    return levels
+
+
+def _micros(ms: Any, field: str) -> int:
+    if ms.__class__ is not int or ms < 0:
+        raise FrameError(f"{field} must be a non-negative integer of ms, got {ms!r}")
+    result: int = ms * 1000
+    return result
+
+
+class BinanceParser:
+    """Parser for Binance spot; :class:`BinanceUsdmParser` adds ``pu``."""
+
+    venue: str = "binance"
+    _usdm: bool = False
+
+    def __init__(self, symbols: SymbolMap) -> None:
+        self._symbols = symbols
+        self._unified: dict[str, str] = {}  # exact native text seen -> unified
+
+    def _symbol(self, native: Any) -> str:
+        found = self._unified.get(native)
+        if found is None:
+            if native.__class__ is not str:
+                raise FrameError(f"symbol must be a string, got {native!r}")
+            try:
+                found = self._symbols.unified(native)
+            except ValueError as exc:
+                raise FrameError(str(exc)) from None
+            self._unified[native] = found
+        return found
+
+    def parse(self, frame: RawFrame) -> list[Item]:
+        try:
+            hint = frame.hint
+            if hint is not None and hint.startswith(SNAPSHOT_HINT):
+                return [self._snapshot(frame)]
+            obj = orjson.loads(frame.text)
+            data = obj["data"] if "stream" in obj else obj
+            e = data.get("e")
+            # Most frequent first; spot bookTicker has no "e", nor have acks and errors.
+            if e is None:
+                if "u" in data and "B" in data:
+                    return [self._book_ticker(data, frame.ts_ingest)]
+                return self._control(obj, frame.ts_ingest)
+            if e == "trade":
+                return [self._trade(data, data["t"], "", frame.ts_ingest)]
+            if e == "depthUpdate":
+                return [self._depth(data, frame)]
+            if e == "bookTicker":
+                return [self._book_ticker(data, frame.ts_ingest)]
+            if e == "aggTrade":
+                # Own namespace: aggregate ids would collide with raw trade ids.
+                return [self._trade(data, data["a"], "agg:", frame.ts_ingest)]
+            if e == "kline":
+                return []  # bars are built from trades; the venue's own candles are ignored
+            if e == "serverShutdown":
+                status = make_status(
+                    self.venue, None, "planned_reconnect", frame.ts_ingest, "serverShutdown"
+                )
+                return [status]
+            raise FrameError(f"{self.venue}: unknown event type {e!r}")
+        except FrameError:
+            raise
+        except orjson.JSONDecodeError as exc:
+            raise FrameError(f"invalid JSON: {exc}") from None
+        except KeyError as exc:
+            raise FrameError(f"{self.venue}: missing field {exc}") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise FrameError(f"{self.venue}: malformed frame: {exc!r}") from None
+
+    def _trade(self, d: Any, tid: Any, prefix: str, ts_ingest: int) -> dict[str, Any]:
+        p = d["p"]
+        q = d["q"]
+        m = d["m"]
+        if (
+            p.__class__ is not str
+            or q.__class__ is not str
+            or m.__class__ is not bool
+            or tid.__class__ is not int
+        ):
+            raise FrameError(f"{d['e']}: p, q must be strings, m a bool and the id an integer")
+        return make_trade(
+            self.venue,
+            self._symbol(d["s"]),
+            _micros(d["T"], "T"),
+            ts_ingest,
+            f"{prefix}{tid}",
+            p,
+            q,
+            "sell" if m else "buy",
+        )
+
+    def _book_ticker(self, d: Any, ts_ingest: int) -> dict[str, Any]:
+        b, bq, a, aq, u = d["b"], d["B"], d["a"], d["A"], d["u"]
+        if (
+            b.__class__ is not str
+            or bq.__class__ is not str
+            or a.__class__ is not str
+            or aq.__class__ is not str
+            or u.__class__ is not int
+        ):
+            raise FrameError("bookTicker: b, B, a, A must be strings and u an integer")
+        ms = d.get("T") or d.get("E")  # spot bookTicker carries no event time
+        return make_bbo(
+            self.venue,
+            self._symbol(d["s"]),
+            ts_ingest if ms is None else _micros(ms, "T/E"),
+            ts_ingest,
+            (b, bq),
+            (a, aq),
+            u,
+            "ticker",
+        )
+
+    def _depth(self, d: Any, frame: RawFrame) -> DepthMsg:
+        first, last = d["U"], d["u"]
+        prev = d["pu"] if self._usdm else None
+        if (
+            first.__class__ is not int
+            or last.__class__ is not int
+            or (self._usdm and prev.__class__ is not int)
+        ):
+            raise FrameError("depthUpdate: U, u (and pu on USD-M) must be integers")
+        return DepthMsg(
+            self.venue,
+            self._symbol(d["s"]),
+            "update",
+            _levels(d["b"], "bids"),
+            _levels(d["a"], "asks"),
+            first,
+            last,
+            prev,
+            None,
+            _micros(d["E"], "E"),
+            frame.ts_ingest,
+            frame.conn_id,
+        )
+
+    def _snapshot(self, frame: RawFrame) -> DepthMsg:
+        body = orjson.loads(frame.text)
+        last = body["lastUpdateId"]
+        if last.__class__ is not int:
+            raise FrameError(f"depth snapshot: lastUpdateId must be an integer, got {last!r}")
+        native = frame.hint[_HINT_LEN:] if frame.hint else ""
+        symbol = self._symbol(native) if native else self._only_symbol()
+        ms = body.get("T") or body.get("E")
+        return DepthMsg(
+            self.venue,
+            symbol,
+            "snapshot",
+            _levels(body["bids"], "bids"),
+            _levels(body["asks"], "asks"),
+            None,
+            last,
+            None,
+            None,
+            frame.ts_ingest if ms is None else _micros(ms, "T/E"),
+            frame.ts_ingest,
+            frame.conn_id,
+        )
+
+    def _only_symbol(self) -> str:
+        """Symbol of a snapshot hinted without one: the stream's only symbol
+        (one-symbol captures put it after a few diffs of that symbol)."""
+        seen = set(self._unified.values())
+        if len(seen) == 1:
+            return seen.pop()
+        configured = self._symbols.configured
+        if not seen and len(configured) == 1:
+            return configured[0]
+        if not seen:
+            raise FrameError("depth snapshot without symbol before any data")
+        raise FrameError(f"depth snapshot without symbol on a stream of {len(seen)} symbols")
+
+    def _control(self, obj: Any, ts_ingest: int) -> list[Item]:
+        """Top-level non-market frames: subscription acks and errors."""
+        if "result" in obj and "id" in obj:
+            return []
+        err = obj.get("error", obj)
+        if isinstance(err, dict) and "code" in err and "msg" in err:
+            detail = f"code {err['code']}: {err['msg']}"
+            return [make_status(self.venue, None, "error", ts_ingest, detail)]
+        raise FrameError(f"{self.venue}: frame is neither a market event nor a control message")
+
+    def symbol_of(self, frame: RawFrame) -> str | None:
+        try:
+            if frame.hint is not None and frame.hint.startswith(SNAPSHOT_HINT):
+                native = frame.hint[_HINT_LEN:]
+                return self._symbol(native) if native else self._only_symbol()
+            obj = orjson.loads(frame.text)
+            data = obj.get("data") if "stream" in obj else obj
+            native = data.get("s")
+            return None if native is None else self._symbol(native)
+        except (ValueError, TypeError, AttributeError):  # FrameError is a ValueError
+            return None
+
+
+class BinanceUsdmParser(BinanceParser):
+    """USD-M futures: same events; depth diffs chain through ``pu``."""
+
+    venue: str = "binance-usdm"
+    _usdm: bool = True
+
+
+class BinanceProtocol:
+    """Live protocol: the combined-stream URL subscribes, Binance pings us."""
+
+    app_ping_text: str | None = None
+    app_ping_interval: float | None = None
+    max_lifetime: float | None = 24 * 3600.0
+
+    def __init__(self, venue: str, ws_url: str, rest_url: str, depth_query: str) -> None:
+        self.venue = venue
+        self.default_ws_url = ws_url
+        self.default_rest_url: str | None = rest_url
+        self._depth_query = depth_query  # path?query with {native}
+
+    def connect_url(self, ws_url: str, natives: list[str], channels: list[str]) -> str:
+        unknown = [c for c in channels if c not in _STREAM_SUFFIX]
+        if unknown:
+            raise ValueError(
+                f"{self.venue}: unknown channels {unknown}; use {list(_STREAM_SUFFIX)}"
+            )
+        streams = [n.lower() + _STREAM_SUFFIX[c] for n in natives for c in channels]
+        if len(streams) > MAX_STREAMS:
+            raise ValueError(
+                f"{self.venue}: {len(streams)} streams exceed {MAX_STREAMS} per connection"
+            )
+        return f"{ws_url.rstrip('/')}/stream?streams={'/'.join(streams)}"
+
+    def subscribe_messages(self, natives: list[str], channels: list[str]) -> list[str]:
+        return []
+
+    def snapshot_url(self, rest_url: str, native: str) -> str | None:
+        return rest_url.rstrip("/") + self._depth_query.format(native=native.upper())
+
+    def resync_messages(self, native: str) -> list[str]:
+        return []  # resync = fetch a new REST snapshot
+
+    def is_control(self, text: str) -> bool:
+        return False
+
+
+PARSER = BinanceParser
+PROTOCOL = BinanceProtocol(
+    "binance",
+    "wss://stream.binance.com:9443",
+    "https://api.binance.com",
+    "/api/v3/depth?symbol={native}&limit=5000",
+)
+USDM_PARSER = BinanceUsdmParser
+USDM_PROTOCOL = BinanceProtocol(
+    "binance-usdm",
+    "wss://fstream.binance.com",
+    "https://fapi.binance.com",
+    "/fapi/v1/depth?symbol={native}&limit=1000",
+)

@@ -1,0 +1,239 @@
+"""OKX (API v5, public channel): frame parser and live protocol.
+
+Pushes look like ``{"arg":{"channel","instId"},"action"?,"data":[..]}``;
+events (acks, errors, notices) like ``{"event":..}``; the keep-alive reply is
+the bare text ``pong``. Prices and sizes stay the exact strings OKX sent.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+from candlewax.schema import make_bbo, make_status, make_trade
+from candlewax.symbols import SymbolMap
+from operators.events import DepthMsg, Levels
+from sources.frames import RawFrame
+from sources.venue import FrameError, Item
+
+VENUE = "okx"
+_BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
+_SUBSCRIBE_CHANNEL = {"trades": "trades", "book": "books", "bbo": "bbo-tbt"}
+_SIDES = frozenset({"buy", "sell"})
+
+
+def _levels(raw: Any, side: str) -> Levels:
+    """[[px, sz, deprecated, orderCount], ..] -> [(px, sz), ..]."""
+    if raw.__class__ is not list:
+        raise FrameError(f"{side}: levels must be a list")
+    levels = [
+        (lvl[0], lvl[1])
+        for lvl in raw
+        if lvl.__class__ is list
+        and len(lvl) >= 2
+        and lvl[0].__class__ is str
+        and lvl[1].__class__ is str
+    ]
+    if len(levels) != len(raw):
+        raise FrameError(f"{side}: each level must start with price and size strings")
+    return levels
+
+
+def _micros(ms: Any) -> int:
+    """OKX ``ts``: epoch milliseconds as a decimal string."""
+    if ms.__class__ is not str or not ms.isdigit():
+        raise FrameError(f"ts must be a string of epoch milliseconds, got {ms!r}")
+    return int(ms) * 1000
+
+
+def _opt_int(value: Any, field: str) -> int | None:
+    if value is None:
+        return None
+    if value.__class__ is int:
+        result: int = value
+        return result
+    if value.__class__ is str:
+        try:
+            return int(value)
+        except ValueError:
+            pass
+    raise FrameError(f"{field} must be an integer, got {value!r}")
+
+
+def _side(px: Any, sz: Any) -> tuple[str, str] | None:
+    """A ticker side; OKX sends empty strings when that side of the book is empty."""
+    if px.__class__ is not str or sz.__class__ is not str:
+        raise FrameError(f"ticker price and size must be strings, got {px!r}, {sz!r}")
+    return (px, sz) if px and sz else None
+
+
+class OkxParser:
+    venue = VENUE
+
+    def __init__(self, symbols: SymbolMap) -> None:
+        self._symbols = symbols
+        self._unified: dict[str, str] = {}  # instId -> unified
+
+    def _symbol(self, inst_id: Any) -> str:
+        found = self._unified.get(inst_id)
+        if found is None:
+            if inst_id.__class__ is not str:
+                raise FrameError(f"instId must be a string, got {inst_id!r}")
+            try:
+                found = self._symbols.unified(inst_id)
+            except ValueError as exc:
+                raise FrameError(str(exc)) from None
+            self._unified[inst_id] = found
+        return found
+
+    def parse(self, frame: RawFrame) -> list[Item]:
+        if frame.text == "pong":
+            return []
+        try:
+            obj = orjson.loads(frame.text)
+            arg = obj.get("arg") if "data" in obj else None
+            if arg is None:
+                return self._event(obj, frame.ts_ingest)
+            return self._push(obj, arg, frame)
+        except FrameError:
+            raise
+        except orjson.JSONDecodeError as exc:
+            raise FrameError(f"invalid JSON: {exc}") from None
+        except KeyError as exc:
+            raise FrameError(f"okx: missing field {exc}") from None
+        except (TypeError, ValueError, AttributeError, IndexError) as exc:
+            raise FrameError(f"okx: malformed frame: {exc!r}") from None
+
+    def _push(self, obj: Any, arg: Any, frame: RawFrame) -> list[Item]:
+        channel = arg["channel"]
+        symbol = self._symbol(arg["instId"])
+        data = obj["data"]
+        if data.__class__ is not list:
+            raise FrameError("okx: data must be a list")
+        if channel in _BOOK_CHANNELS:
+            kind = obj["action"]
+            if kind != "snapshot" and kind != "update":
+                raise FrameError(f"okx {channel}: unknown action {kind!r}")
+            return [self._depth(d, symbol, kind, frame) for d in data]
+        ts_ingest = frame.ts_ingest
+        if channel == "trades":
+            return [self._trade(d, symbol, ts_ingest) for d in data]
+        if channel == "bbo-tbt":
+            return [self._bbo(d, symbol, ts_ingest) for d in data]
+        if channel == "tickers":
+            return [self._ticker(d, symbol, ts_ingest) for d in data]
+        if channel == "books5":  # a full top-5 snapshot on every push
+            return [self._depth(d, symbol, "snapshot", frame) for d in data]
+        raise FrameError(f"okx: unknown channel {channel!r}")
+
+    def _trade(self, d: Any, symbol: str, ts_ingest: int) -> dict[str, Any]:
+        px, sz, side, tid = d["px"], d["sz"], d["side"], d["tradeId"]
+        if px.__class__ is not str or sz.__class__ is not str or tid.__class__ is not str:
+            raise FrameError("okx trades: px, sz and tradeId must be strings")
+        if side not in _SIDES:
+            raise FrameError(f"okx trades: side must be buy or sell, got {side!r}")
+        return make_trade(VENUE, symbol, _micros(d["ts"]), ts_ingest, tid, px, sz, side)
+
+    def _depth(self, d: Any, symbol: str, kind: str, frame: RawFrame) -> DepthMsg:
+        checksum = _opt_int(d.get("checksum"), "checksum")
+        return DepthMsg(
+            VENUE,
+            symbol,
+            kind,
+            _levels(d["bids"], "bids"),
+            _levels(d["asks"], "asks"),
+            None,
+            _opt_int(d.get("seqId"), "seqId"),
+            _opt_int(d.get("prevSeqId"), "prevSeqId"),
+            checksum or None,  # OKX sends 0 since the checksum was deprecated (2026-06-23)
+            _micros(d["ts"]),
+            frame.ts_ingest,
+            frame.conn_id,
+        )
+
+    def _bbo(self, d: Any, symbol: str, ts_ingest: int) -> dict[str, Any]:
+        bids = _levels(d["bids"], "bids")
+        asks = _levels(d["asks"], "asks")
+        return make_bbo(
+            VENUE,
+            symbol,
+            _micros(d["ts"]),
+            ts_ingest,
+            bids[0] if bids else None,
+            asks[0] if asks else None,
+            _opt_int(d.get("seqId"), "seqId"),
+            "ticker",
+        )
+
+    def _ticker(self, d: Any, symbol: str, ts_ingest: int) -> dict[str, Any]:
+        return make_bbo(
+            VENUE,
+            symbol,
+            _micros(d["ts"]),
+            ts_ingest,
+            _side(d["bidPx"], d["bidSz"]),
+            _side(d["askPx"], d["askSz"]),
+            None,
+            "ticker",
+        )
+
+    def _event(self, obj: Any, ts_ingest: int) -> list[Item]:
+        event = obj.get("event")
+        if event in ("subscribe", "unsubscribe", "channel-conn-count"):
+            return []
+        if event in ("error", "channel-conn-count-error"):
+            detail = f"code {obj.get('code')}: {obj.get('msg')}"
+            return [make_status(VENUE, None, "error", ts_ingest, detail)]
+        if event == "notice":  # e.g. 64008: connection closes soon for a service upgrade
+            detail = f"code {obj.get('code')}: {obj.get('msg')}"
+            return [make_status(VENUE, None, "planned_reconnect", ts_ingest, detail)]
+        raise FrameError(f"okx: unknown event {event!r}" if event else "okx: not a push or event")
+
+    def symbol_of(self, frame: RawFrame) -> str | None:
+        if frame.text == "pong":
+            return None
+        try:
+            inst_id = orjson.loads(frame.text)["arg"]["instId"]
+            return self._symbol(inst_id)
+        except (ValueError, TypeError, KeyError, AttributeError):  # FrameError is a ValueError
+            return None
+
+
+class OkxProtocol:
+    """Live protocol: one subscribe frame, text ``ping`` keep-alive every 25 s."""
+
+    venue = VENUE
+    default_ws_url = "wss://ws.okx.com:8443/ws/v5/public"
+    default_rest_url: str | None = None
+    app_ping_text: str | None = "ping"
+    app_ping_interval: float | None = 25.0  # OKX drops a connection silent for 30 s
+    max_lifetime: float | None = None
+
+    def connect_url(self, ws_url: str, natives: list[str], channels: list[str]) -> str:
+        return ws_url
+
+    def subscribe_messages(self, natives: list[str], channels: list[str]) -> list[str]:
+        unknown = [c for c in channels if c not in _SUBSCRIBE_CHANNEL]
+        if unknown:
+            raise ValueError(f"okx: unknown channels {unknown}; use {list(_SUBSCRIBE_CHANNEL)}")
+        args = [{"channel": _SUBSCRIBE_CHANNEL[c], "instId": n} for n in natives for c in channels]
+        return [_op("subscribe", args)] if args else []
+
+    def snapshot_url(self, rest_url: str, native: str) -> str | None:
+        return None  # the books channel sends its snapshot in-band
+
+    def resync_messages(self, native: str) -> list[str]:
+        args = [{"channel": "books", "instId": native}]
+        return [_op("unsubscribe", args), _op("subscribe", args)]
+
+    def is_control(self, text: str) -> bool:
+        return text == "pong"
+
+
+def _op(op: str, args: list[dict[str, str]]) -> str:
+    return orjson.dumps({"op": op, "args": args}).decode()
+
+
+PARSER = OkxParser
+PROTOCOL = OkxProtocol()
