@@ -158,6 +158,11 @@ class StdoutSink(_Strict):
     channels: list[Channel] | None = None
 
 
+class ConsoleSink(_Strict):
+    type: Literal["console"]
+    intervals: list[str] | None = Field(None, description="bar intervals to print; all if unset")
+
+
 class JsonlSink(_Strict):
     type: Literal["jsonl"]
     path: Path
@@ -177,7 +182,8 @@ class ParquetSink(_Strict):
 
 
 SinkConfig = Annotated[
-    StdoutSink | JsonlSink | RecorderSink | ParquetSink, Field(discriminator="type")
+    StdoutSink | ConsoleSink | JsonlSink | RecorderSink | ParquetSink,
+    Field(discriminator="type"),
 ]
 
 
@@ -236,7 +242,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("stdout", "jsonl", "recorder", "parquet") and out.startswith("sinks"):
+        elif part in ("stdout", "console", "jsonl", "recorder", "parquet") and out.startswith("sinks"):
             continue  # discriminator tag, not a field the user wrote
         else:
             out += f".{part}" if out else str(part)

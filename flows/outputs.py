@@ -14,6 +14,9 @@ from typing import Any
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from candlewax.config import (
+    ConsoleSink as ConsoleSinkConfig,
+)
+from candlewax.config import (
     JsonlSink as JsonlSinkConfig,
 )
 from candlewax.config import (
@@ -28,6 +31,7 @@ from candlewax.config import (
 from candlewax.config import (
     StdoutSink as StdoutSinkConfig,
 )
+from sinks.console import ConsoleSink
 from sinks.jsonl import JsonlSink
 from sinks.parquet import ParquetBarSink
 from sinks.recorder import Recorder
@@ -78,6 +82,10 @@ def sinks_for(cfg: PipelineConfig) -> list[tuple[str, WriterSink, str]]:
         if isinstance(sink, StdoutSinkConfig):
             channels = sink.channels
             out.append((name, WriterSink(name, lambda c=channels: StdoutSink(channels=c)), "records"))
+        elif isinstance(sink, ConsoleSinkConfig):
+            intervals = sink.intervals
+            out.append((name, WriterSink(name, lambda i=intervals: ConsoleSink(intervals=i)),
+                        "records"))
         elif isinstance(sink, JsonlSinkConfig):
             out.append((name, WriterSink(name, lambda s=sink: JsonlSink(
                 s.path, channels=s.channels, append=s.append)), "records"))
