@@ -57,8 +57,11 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument("--venue", required=True, help="venue the capture was recorded from")
     rep.add_argument("--out", required=True, type=Path, help="output directory")
     rep.add_argument("--intervals", default="1m", help="bar intervals, comma separated (1s,1m)")
-    rep.add_argument("--symbols", default="", help="unified symbols, comma separated "
-                     "(default: whatever the capture contains)")
+    rep.add_argument(
+        "--symbols",
+        default="",
+        help="unified symbols, comma separated (default: whatever the capture contains)",
+    )
     rep.add_argument("--config", type=Path, help="YAML whose operators section to use")
     rep.add_argument("--pace", default="max", help="max, recorded or <N>x")
 
@@ -70,12 +73,14 @@ def _parser() -> argparse.ArgumentParser:
         "exactly as to the real venues, and writes JSONL and Parquet to --out.",
     )
     demo.add_argument("--out", type=Path, default=Path("demo-out"), help="output directory")
-    demo.add_argument("--pace", default="20x", help="replay pace of the simulator (max, "
-                      "recorded, <N>x)")
+    demo.add_argument(
+        "--pace", default="20x", help="replay pace of the simulator (max, recorded, <N>x)"
+    )
     demo.add_argument("--quiet", action="store_true", help="no console bars")
 
-    sim = sub.add_parser("simulate", help="serve a capture as a local exchange (see --help)",
-                         add_help=False)
+    sim = sub.add_parser(
+        "simulate", help="serve a capture as a local exchange (see --help)", add_help=False
+    )
     sim.add_argument("rest", nargs=argparse.REMAINDER)
     return parser
 

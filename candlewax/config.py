@@ -69,9 +69,7 @@ class SourceConfig(_Strict):
     @classmethod
     def _venue(cls, venue: str) -> str:
         if venue not in SUPPORTED_VENUES:
-            raise ValueError(
-                f"unknown venue {venue!r}; supported: {', '.join(SUPPORTED_VENUES)}"
-            )
+            raise ValueError(f"unknown venue {venue!r}; supported: {', '.join(SUPPORTED_VENUES)}")
         return venue
 
     @field_validator("pace")
@@ -106,7 +104,9 @@ class DedupeConfig(_Strict):
 class BookConfig(_Strict):
     enabled: bool = True
     depth: int = Field(20, ge=1, le=5000, description="levels per side in emitted snapshots")
-    emit_interval_ms: int = Field(1000, ge=0, description="top-N at most this often; 0 = every update")
+    emit_interval_ms: int = Field(
+        1000, ge=0, description="top-N at most this often; 0 = every update"
+    )
     bbo: bool = Field(True, description="emit the book's BBO whenever it changes")
 
 
@@ -132,8 +132,10 @@ class OhlcvConfig(_Strict):
 
 
 class UserOperatorConfig(_Strict):
-    path: str = Field(description="'module:function' called with each record; returns a record, "
-                      "a list of records or None to drop it")
+    path: str = Field(
+        description="'module:function' called with each record; returns a record, "
+        "a list of records or None to drop it"
+    )
     channels: list[UserChannel] = Field(default_factory=lambda: list(_USER_DEFAULT))
 
     @field_validator("path")
@@ -242,7 +244,9 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("stdout", "console", "jsonl", "recorder", "parquet") and out.startswith("sinks"):
+        elif part in ("stdout", "console", "jsonl", "recorder", "parquet") and out.startswith(
+            "sinks"
+        ):
             continue  # discriminator tag, not a field the user wrote
         else:
             out += f".{part}" if out else str(part)
@@ -257,7 +261,9 @@ def format_errors(exc: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
-def parse_config(data: Any, source: str = "<config>", env: dict[str, str] | None = None) -> PipelineConfig:
+def parse_config(
+    data: Any, source: str = "<config>", env: dict[str, str] | None = None
+) -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with sources, operators and sinks")
     apply_env(data, env)

@@ -22,7 +22,11 @@ CAPTURES = ROOT / "fixtures" / "captures"
 DEMO_FEEDS: list[tuple[str, str, Path]] = [
     ("binance", "BTC/USDT", CAPTURES / "binance" / "hftbacktest_spot_btcusdt_20240808.txt.gz"),
     ("binance", "ETH/USDT", CAPTURES / "binance" / "hftbacktest_spot_ethusdt_20240808.txt.gz"),
-    ("okx", "BTC/USDT", CAPTURES / "okx" / "cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz"),
+    (
+        "okx",
+        "BTC/USDT",
+        CAPTURES / "okx" / "cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz",
+    ),
 ]
 
 
@@ -30,8 +34,13 @@ def demo_config(urls: list[tuple[str, str | None]], out: Path) -> dict[str, Any]
     sources = []
     for (venue, symbol, _), (ws_url, rest_url) in zip(DEMO_FEEDS, urls, strict=True):
         sources.append(
-            {"venue": venue, "symbols": [symbol], "url": ws_url, "rest_url": rest_url,
-             "channels": ["trades", "book", "bbo"]}
+            {
+                "venue": venue,
+                "symbols": [symbol],
+                "url": ws_url,
+                "rest_url": rest_url,
+                "channels": ["trades", "book", "bbo"],
+            }
         )
     return {
         "name": "demo",
@@ -39,8 +48,7 @@ def demo_config(urls: list[tuple[str, str | None]], out: Path) -> dict[str, Any]
         "operators": {
             "book": {"depth": 10, "emit_interval_ms": 1000},
             # Recorded (2022/2024) event times: windows close on event time only.
-            "ohlcv": {"intervals": ["1s", "1m"], "lateness_ms": 2000,
-                      "wall_clock_close": False},
+            "ohlcv": {"intervals": ["1s", "1m"], "lateness_ms": 2000, "wall_clock_close": False},
         },
         "sinks": [
             {"type": "console", "intervals": ["1m"]},
@@ -99,7 +107,7 @@ def summary(out: Path, seconds: float) -> str:
             for raw in path.read_bytes().splitlines():
                 record = orjson.loads(raw)
                 label = record.get("event") or record.get("interval") or record.get("origin")
-                counts[f"{record['venue'] if 'venue' in record else ''} {label or ''}".strip()] += 1
+                counts[f"{record.get('venue', '')} {label or ''}".strip()] += 1
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
         lines.append(f"  {name + '.jsonl':<18} {sum(counts.values()):>7}  ({detail})")
     parquet = sorted((out / "parquet").glob("*.parquet"))

@@ -156,7 +156,9 @@ class DeadLetter(BaseModel):
     raw: str
 
 
-Record = Annotated[Trade | Book | BBO | Bar | Late | Status | DeadLetter, Field(discriminator="type")]
+Record = Annotated[
+    Trade | Book | BBO | Bar | Late | Status | DeadLetter, Field(discriminator="type")
+]
 RECORD_ADAPTER: TypeAdapter[Any] = TypeAdapter(Record)
 
 # Output channel of each record type; sinks and the JSONL file names use these.

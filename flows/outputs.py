@@ -13,24 +13,12 @@ from typing import Any
 
 from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
-from candlewax.config import (
-    ConsoleSink as ConsoleSinkConfig,
-)
-from candlewax.config import (
-    JsonlSink as JsonlSinkConfig,
-)
-from candlewax.config import (
-    ParquetSink as ParquetSinkConfig,
-)
-from candlewax.config import (
-    PipelineConfig,
-)
-from candlewax.config import (
-    RecorderSink as RecorderSinkConfig,
-)
-from candlewax.config import (
-    StdoutSink as StdoutSinkConfig,
-)
+from candlewax.config import ConsoleSink as ConsoleSinkConfig
+from candlewax.config import JsonlSink as JsonlSinkConfig
+from candlewax.config import ParquetSink as ParquetSinkConfig
+from candlewax.config import PipelineConfig, SinkConfig
+from candlewax.config import RecorderSink as RecorderSinkConfig
+from candlewax.config import StdoutSink as StdoutSinkConfig
 from sinks.console import ConsoleSink
 from sinks.jsonl import JsonlSink
 from sinks.parquet import ParquetBarSink
@@ -74,26 +62,25 @@ class WriterSink(FixedPartitionedSink[Any, None]):
         return _WriterPartition(self.make())
 
 
+def _writer_factory(sink: SinkConfig) -> Callable[[], Any]:
+    if isinstance(sink, StdoutSinkConfig):
+        return lambda: StdoutSink(channels=sink.channels)
+    if isinstance(sink, ConsoleSinkConfig):
+        return lambda: ConsoleSink(intervals=sink.intervals)
+    if isinstance(sink, JsonlSinkConfig):
+        return lambda: JsonlSink(sink.path, channels=sink.channels, append=sink.append)
+    if isinstance(sink, ParquetSinkConfig):
+        return lambda: ParquetBarSink(sink.path, rows_per_file=sink.flush_every)
+    return lambda: Recorder(sink.path)
+
+
 def sinks_for(cfg: PipelineConfig) -> list[tuple[str, WriterSink, str]]:
     """(step name, sink, input kind) per configured sink; kind "frames" or "records"."""
     out: list[tuple[str, WriterSink, str]] = []
     for i, sink in enumerate(cfg.sinks):
         name = f"sink_{i}_{sink.type}"
-        if isinstance(sink, StdoutSinkConfig):
-            channels = sink.channels
-            out.append((name, WriterSink(name, lambda c=channels: StdoutSink(channels=c)), "records"))
-        elif isinstance(sink, ConsoleSinkConfig):
-            intervals = sink.intervals
-            out.append((name, WriterSink(name, lambda i=intervals: ConsoleSink(intervals=i)),
-                        "records"))
-        elif isinstance(sink, JsonlSinkConfig):
-            out.append((name, WriterSink(name, lambda s=sink: JsonlSink(
-                s.path, channels=s.channels, append=s.append)), "records"))
-        elif isinstance(sink, ParquetSinkConfig):
-            out.append((name, WriterSink(name, lambda s=sink: ParquetBarSink(
-                s.path, rows_per_file=s.flush_every)), "records"))
-        elif isinstance(sink, RecorderSinkConfig):
-            out.append((name, WriterSink(name, lambda s=sink: Recorder(s.path)), "frames"))
+        kind = "frames" if isinstance(sink, RecorderSinkConfig) else "records"
+        out.append((name, WriterSink(name, _writer_factory(sink)), kind))
     return out
 
 

@@ -14,7 +14,7 @@ crossing workers stay small (dicts of str/int, NamedTuples).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
@@ -31,8 +31,8 @@ from sources.registry import make_parser
 KeyedItem = tuple[str, Any]
 
 
-def _key_of_status(record: dict[str, Any]) -> str:
-    return f"{record['venue']}:{record.get('symbol') or ''}"
+def _keyed_status(record: dict[str, Any]) -> KeyedItem:
+    return f"{record['venue']}:{record.get('symbol') or ''}", record
 
 
 def build_normalizer(cfg: PipelineConfig) -> Normalizer:
@@ -50,9 +50,9 @@ def build_flow(cfg: PipelineConfig) -> Dataflow:
     raw = op.input("input", flow, source_for(cfg))
     # Live sources interleave their own status dicts (connected, stale, ...) with frames.
     split = op.branch("is_frame", raw, lambda x: isinstance(x, RawFrame))
-    frames: Stream[RawFrame] = split.trues
+    frames = cast(Stream[RawFrame], split.trues)
     source_status: Stream[KeyedItem] = op.map(
-        "key_source_status", split.falses, lambda r: (_key_of_status(r), r)
+        "key_source_status", cast(Stream[dict[str, Any]], split.falses), _keyed_status
     )
 
     normalizer = build_normalizer(cfg)
@@ -115,7 +115,7 @@ def _user_step(path: str) -> Any:
         # the failure is reported as a dead letter.
         try:
             result = func(record)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             from candlewax.schema import make_dead_letter
 
             dead = make_dead_letter(

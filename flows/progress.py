@@ -48,7 +48,9 @@ def run_with_progress(cfg: PipelineConfig, label: str = "replaying") -> None:
             thread.join()
     frames = _frames_read()
     elapsed = time.monotonic() - start
-    console.print(f"{label}: {frames:,} frames in {elapsed:.1f}s ({frames / max(elapsed, 1e-9):,.0f}/s)")
+    console.print(
+        f"{label}: {frames:,} frames in {elapsed:.1f}s ({frames / max(elapsed, 1e-9):,.0f}/s)"
+    )
     for stats in inputs.replay_progress.values():
         if stats.malformed:
             console.print(f"[yellow]{stats.summary()}")

@@ -43,9 +43,9 @@ def run_pipeline(cfg: PipelineConfig) -> None:
     previous = _install_stop_handlers()
     try:
         if cfg.workers == 1:
-            run_main(flow)
+            run_main(flow)  # type: ignore[no-untyped-call]
         else:
-            cli_main(flow, workers_per_process=cfg.workers)
+            cli_main(flow, workers_per_process=cfg.workers)  # type: ignore[no-untyped-call]
     finally:
         for sig, old in previous:
             signal.signal(sig, old)

@@ -67,7 +67,7 @@ class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder]):
             if self.builder is None:
                 self.builder = self.make(values[0]["venue"], values[0]["symbol"])
             return self.builder.on_trades(values, _now_us()), StatefulBatchLogic.RETAIN
-        except Exception as exc:  # noqa: BLE001 - never stop the cluster
+        except Exception as exc:
             venue = str(values[0].get("venue", "")) if values else ""
             return [_failure(venue, "ohlcv", exc, values)], StatefulBatchLogic.RETAIN
 
@@ -137,7 +137,7 @@ class _BookLogic(StatefulBatchLogic[DepthMsg, Record, BookKeeper]):
                         emit_bbo=self.cfg.bbo,
                     )
                 out.extend(self.keeper.on_msg(msg))
-            except Exception as exc:  # noqa: BLE001 - never stop the cluster
+            except Exception as exc:
                 out.append(_failure(msg.venue, "book", exc, [msg]))
         return out, StatefulBatchLogic.RETAIN
 

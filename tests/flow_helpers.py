@@ -32,15 +32,24 @@ def outputs(directory: Path) -> dict[str, list[Record]]:
 
 
 def replay_config(
-    capture: Path, venue: str, out: Path, *, symbols: list[str] | None = None,
-    operators: dict[str, Any] | None = None, workers: int = 1,
+    capture: Path,
+    venue: str,
+    out: Path,
+    *,
+    symbols: list[str] | None = None,
+    operators: dict[str, Any] | None = None,
+    workers: int = 1,
 ) -> PipelineConfig:
     return parse_config(
         {
             "workers": workers,
             "sources": [
-                {"venue": venue, "symbols": symbols or [], "mode": "replay",
-                 "capture": str(capture)}
+                {
+                    "venue": venue,
+                    "symbols": symbols or [],
+                    "mode": "replay",
+                    "capture": str(capture),
+                }
             ],
             "operators": operators or {"ohlcv": {"intervals": ["1s", "1m"]}},
             "sinks": [{"type": "jsonl", "path": str(out)}],

@@ -19,8 +19,10 @@ def errors_of(data: dict) -> str:
 
 
 def minimal(**source: object) -> dict:
-    return {"sources": [{"venue": "binance", "symbols": ["BTC/USDT"], **source}],
-            "sinks": [{"type": "stdout"}]}
+    return {
+        "sources": [{"venue": "binance", "symbols": ["BTC/USDT"], **source}],
+        "sinks": [{"type": "stdout"}],
+    }
 
 
 def test_examples_validate() -> None:
@@ -56,7 +58,8 @@ def test_nested_field_errors_have_paths() -> None:
 
 def test_unknown_field_is_rejected() -> None:
     assert "sources[0].symbol: Extra inputs are not permitted" in errors_of(
-        {"sources": [{"venue": "okx", "symbol": "BTC/USDT"}], "sinks": [{"type": "stdout"}]})
+        {"sources": [{"venue": "okx", "symbol": "BTC/USDT"}], "sinks": [{"type": "stdout"}]}
+    )
 
 
 def test_replay_needs_an_existing_capture() -> None:
@@ -65,11 +68,14 @@ def test_replay_needs_an_existing_capture() -> None:
 
 
 def test_env_overrides() -> None:
-    cfg = parse_config(minimal(), env={
-        "CANDLEWAX__OPERATORS__BOOK__DEPTH": "7",
-        "CANDLEWAX__SOURCES__0__URL": "ws://127.0.0.1:1",
-        "CANDLEWAX__OPERATORS__OHLCV__INTERVALS": "[1s, 5m]",
-    })
+    cfg = parse_config(
+        minimal(),
+        env={
+            "CANDLEWAX__OPERATORS__BOOK__DEPTH": "7",
+            "CANDLEWAX__SOURCES__0__URL": "ws://127.0.0.1:1",
+            "CANDLEWAX__OPERATORS__OHLCV__INTERVALS": "[1s, 5m]",
+        },
+    )
     assert cfg.operators.book.depth == 7
     assert cfg.sources[0].url == "ws://127.0.0.1:1"
     assert cfg.operators.ohlcv.intervals == ["1s", "5m"]
@@ -95,7 +101,9 @@ def test_bad_yaml_and_cli_exit_code(tmp_path: Path, capsys: pytest.CaptureFixtur
     bad.write_text("sources: [\n")
     assert main(["validate", str(bad)]) == 2
     assert "not valid YAML" in capsys.readouterr().err
-    bad.write_text("sources:\n  - venue: kraken2\n    symbols: [BTC/USD]\nsinks: [{type: stdout}]\n")
+    bad.write_text(
+        "sources:\n  - venue: kraken2\n    symbols: [BTC/USD]\nsinks: [{type: stdout}]\n"
+    )
     assert main(["validate", str(bad)]) == 2
     assert "sources[0].venue" in capsys.readouterr().err
     assert main(["validate", str(ROOT / "examples" / "live.yaml")]) == 0

@@ -66,8 +66,10 @@ def test_book_snapshots_are_ordered_and_crossed_never(btc: dict[str, list[dict]]
 def test_malformed_lines_and_frames_go_to_dead_letter(tmp_path: Path) -> None:
     lines = gzip.decompress(BTC_SPOT.read_bytes()).splitlines()[:400]
     bad_frame = b'1723161254300000000 {"stream":"btcusdt@trade","data":{"e":"trade","p":"1"'
-    bad_event = (b'1723161254300000001 {"stream":"btcusdt@trade","data":{"e":"trade",'
-                 b'"s":"BTCUSDT","t":"x","p":"abc","q":null,"T":1,"m":true}}')
+    bad_event = (
+        b'1723161254300000001 {"stream":"btcusdt@trade","data":{"e":"trade",'
+        b'"s":"BTCUSDT","t":"x","p":"abc","q":null,"T":1,"m":true}}'
+    )
     not_a_line = b"garbage without a timestamp"
     lines[50:50] = [bad_frame, bad_event, not_a_line]
     capture = tmp_path / "broken.txt.gz"
@@ -85,8 +87,12 @@ def test_malformed_lines_and_frames_go_to_dead_letter(tmp_path: Path) -> None:
 
 
 def test_okx_books_pass_checksums_through_the_flow(tmp_path: Path) -> None:
-    out = run_replay(OKX_TBT, "okx", tmp_path, operators={
-        "book": {"depth": 25, "emit_interval_ms": 0}, "ohlcv": {"intervals": ["1m"]}})
+    out = run_replay(
+        OKX_TBT,
+        "okx",
+        tmp_path,
+        operators={"book": {"depth": 25, "emit_interval_ms": 0}, "ohlcv": {"intervals": ["1m"]}},
+    )
     events = Counter(s["event"] for s in out["status"])
     assert events["checksum_mismatch"] == 0
     assert events["gap_detected"] == 0
@@ -97,7 +103,8 @@ def test_okx_books_pass_checksums_through_the_flow(tmp_path: Path) -> None:
 def test_two_workers_give_the_same_output(tmp_path: Path, btc: dict[str, list[dict]]) -> None:
     two = run_replay(BTC_SPOT, "binance", tmp_path, workers=2)
     assert sorted(t["trade_id"] for t in two["trades"]) == sorted(
-        t["trade_id"] for t in btc["trades"])
+        t["trade_id"] for t in btc["trades"]
+    )
     key = lambda b: (b["interval"], b["start"])  # noqa: E731
     assert sorted(two["bars"], key=key) == sorted(btc["bars"], key=key)
 
@@ -106,12 +113,16 @@ def test_parquet_bars_equal_jsonl_bars(tmp_path: Path) -> None:
     from candlewax.config import parse_config
     from flows.runner import run_pipeline
 
-    cfg = parse_config({
-        "sources": [{"venue": "binance", "mode": "replay", "capture": str(BTC_SPOT)}],
-        "operators": {"ohlcv": {"intervals": ["1s"]}, "book": {"enabled": False}},
-        "sinks": [{"type": "jsonl", "path": str(tmp_path / "j")},
-                  {"type": "parquet", "path": str(tmp_path / "p"), "flush_every": 100}],
-    })
+    cfg = parse_config(
+        {
+            "sources": [{"venue": "binance", "mode": "replay", "capture": str(BTC_SPOT)}],
+            "operators": {"ohlcv": {"intervals": ["1s"]}, "book": {"enabled": False}},
+            "sinks": [
+                {"type": "jsonl", "path": str(tmp_path / "j")},
+                {"type": "parquet", "path": str(tmp_path / "p"), "flush_every": 100},
+            ],
+        }
+    )
     run_pipeline(cfg)
     jsonl = outputs(tmp_path / "j")["bars"]
     frame = read_bars(tmp_path / "p").sort("start")
