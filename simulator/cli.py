@@ -1,0 +1,197 @@
+"""``candlewax simulate``: serve a capture as a local Binance or OKX, with faults."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from dataclasses import asdict
+
+from simulator.faults import Faults
+from simulator.server import Simulator
+from simulator.tape import BINANCE_VENUES
+from sources.replay import CaptureError, parse_pace
+
+EPILOG = """\
+examples:
+  candlewax simulate --venue binance \\
+      --capture fixtures/captures/binance/hftbacktest_spot_btcusdt_20240808.txt.gz --port 9443
+  candlewax simulate --venue okx --port 8443 \\
+      --capture fixtures/captures/okx/cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz \\
+      --pace 5x --okx-seq-ids --corrupt-checksum 40 --disconnect-every-msgs 200
+
+then point a client at it: Binance  ws://HOST:PORT/stream?streams=btcusdt@depth@100ms/btcusdt@trade
+                                    http://HOST:PORT/api/v3/depth?symbol=BTCUSDT&limit=100
+                           OKX      ws://HOST:PORT/ws/v5/public
+Fault numbers are 1-based; depth numbers count the capture's book updates (see docs/simulator.md).
+"""
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def _pace(text: str) -> str:
+    try:
+        parse_pace(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="candlewax simulate",
+        description="Replay a recorded capture as a local exchange (WebSocket, plus Binance "
+        "REST depth snapshots) with optional fault injection.",
+        epilog=EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--venue", required=True, choices=[*BINANCE_VENUES, "okx"])
+    parser.add_argument("--capture", required=True, help="capture file (any format replay reads)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
+    parser.add_argument(
+        "--pace",
+        type=_pace,
+        default="max",
+        help="max (as fast as the client reads), recorded (original timing) or Nx (N times faster)",
+    )
+    parser.add_argument(
+        "--limit", type=_positive_int, help="replay only the first N capture frames"
+    )
+    parser.add_argument(
+        "--overlap",
+        type=int,
+        default=5,
+        help="frames re-sent to a client that resumes its subscription set (default 5)",
+    )
+    parser.add_argument("--okx-seq-ids", action="store_true", help="add seqId/prevSeqId (OKX)")
+    parser.add_argument(
+        "--ping-interval",
+        type=float,
+        help="seconds between server WebSocket pings (default: Binance 20, OKX none)",
+    )
+    faults = parser.add_argument_group("fault injection")
+    faults.add_argument(
+        "--disconnect-every-s", type=float, metavar="S", help="close each connection after S s"
+    )
+    faults.add_argument(
+        "--disconnect-every-msgs",
+        type=_positive_int,
+        metavar="N",
+        help="close each connection after it sent N data frames",
+    )
+    faults.add_argument(
+        "--drop-depth",
+        type=_positive_int,
+        action="append",
+        default=[],
+        metavar="K",
+        help="never send the K-th book update of the capture the first time (a sequence gap); "
+        "repeatable",
+    )
+    faults.add_argument(
+        "--duplicate-every",
+        type=_positive_int,
+        metavar="N",
+        help="send every N-th data frame of a connection twice",
+    )
+    faults.add_argument(
+        "--corrupt-checksum",
+        type=_positive_int,
+        action="append",
+        default=[],
+        metavar="K",
+        help="OKX: send the K-th book update with a wrong checksum (once); repeatable",
+    )
+    faults.add_argument(
+        "--stall-after",
+        type=_positive_int,
+        metavar="N",
+        help="after N data frames in total, stop sending (connection kept open) ...",
+    )
+    faults.add_argument(
+        "--stall-seconds",
+        type=_non_negative_float,
+        default=0.0,
+        metavar="S",
+        help="... for S seconds (once)",
+    )
+    return parser
+
+
+def make_simulator(args: argparse.Namespace) -> Simulator:
+    faults = Faults(
+        disconnect_every_s=args.disconnect_every_s,
+        disconnect_every_msgs=args.disconnect_every_msgs,
+        drop_depth=frozenset(args.drop_depth),
+        duplicate_every=args.duplicate_every,
+        corrupt_checksum=frozenset(args.corrupt_checksum),
+        stall_after=args.stall_after,
+        stall_seconds=args.stall_seconds,
+    )
+    return Simulator(
+        args.venue,
+        args.capture,
+        host=args.host,
+        port=args.port,
+        pace=args.pace,
+        limit=args.limit,
+        overlap=args.overlap,
+        faults=faults,
+        okx_seq_ids=args.okx_seq_ids,
+        ping_interval=args.ping_interval,
+    )
+
+
+async def _serve(sim: Simulator) -> None:
+    await sim.start()
+    tape = sim.tape
+    print(
+        f"{sim.venue} simulator: {len(tape.entries)} frames ({tape.depth_updates} book updates), "
+        f"streams: {', '.join(sorted(tape.keys()))}",
+        flush=True,
+    )
+    print(f"listening on {sim.ws_url}" + (f"  REST {sim.rest_url}" if sim.rest_url else ""))
+    print("Ctrl-C to stop", flush=True)
+    try:
+        await asyncio.Event().wait()
+    finally:
+        await sim.stop()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        sim = make_simulator(args)
+    except (CaptureError, ValueError, OSError) as exc:
+        print(f"candlewax simulate: {exc}", file=sys.stderr)
+        return 2
+    try:
+        asyncio.run(_serve(sim))
+    except KeyboardInterrupt:
+        pass
+    except OSError as exc:  # e.g. the port is taken
+        print(
+            f"candlewax simulate: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
+        )
+        return 2
+    stats = ", ".join(f"{k}={v}" for k, v in asdict(sim.stats).items())
+    print(f"stopped: {stats}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,389 @@
+"""One live WebSocket connection to a venue, kept alive and complete.
+
+``VenueConnection.run`` connects, subscribes, keeps the connection alive
+(websockets answers server pings; venues such as OKX also need a text ping),
+watches for stalls, reconnects with exponential backoff and full jitter, and
+replaces the connection before the venue's maximum lifetime with an overlap:
+the new connection is open and subscribed before the old one closes, so both
+deliver frames for a moment and the dedupe operator / book sequence rules drop
+the repeats. Snapshot venues (Binance) get their REST depth snapshot injected
+into the same frame sequence once the stream is flowing, and again whenever the
+book operator asks for a resync through :mod:`candlewax.resync`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import random
+import time
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
+
+from candlewax import resync
+from candlewax.schema import make_status
+from sources.frames import SNAPSHOT_HINT, RawFrame
+from sources.venue import VenueProtocol
+
+FrameCallback = Callable[[RawFrame], None]
+StatusCallback = Callable[[dict[str, Any]], None]
+
+
+@dataclass(frozen=True)
+class ClientSettings:
+    """Timings of a live connection (seconds); tests shrink them."""
+
+    backoff_base: float = 1.0
+    backoff_cap: float = 60.0
+    healthy_after: float = 60.0  # a connection that lived this long resets the backoff
+    stall_timeout: float = 60.0  # no data frame for this long -> "stale", reconnect
+    max_lifetime: float | None = None  # None: the venue's documented limit
+    rollover_margin: float = 600.0  # replace the connection this long before max_lifetime
+    overlap_grace: float = 1.0  # keep the old connection after the new one delivered
+    open_timeout: float = 10.0
+    close_timeout: float = 2.0
+    ws_ping_interval: float | None = 20.0  # our own protocol pings (dead TCP detection)
+    app_ping_interval: float | None = None  # None: the venue's (OKX 25 s)
+    snapshot_delay: float = 1.0  # let diffs buffer after the first frame, then fetch
+    snapshot_timeout: float = 10.0
+    snapshot_retries: int = 3
+    max_message_bytes: int = 1 << 24
+
+    def backoff(self, attempt: int) -> float:
+        """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
+        return random.uniform(
+            0.0, min(self.backoff_cap, self.backoff_base * 2.0 ** min(attempt, 30))
+        )
+
+    def rollover_after(self, lifetime: float) -> float:
+        """Age at which a connection is replaced; at least half its lifetime."""
+        return max(lifetime - self.rollover_margin, lifetime / 2.0)
+
+
+def now_us() -> int:
+    return time.time_ns() // 1000
+
+
+class _Link:
+    """One physical WebSocket connection and its reader/pinger tasks."""
+
+    def __init__(self, conn_id: str, ws: ClientConnection, rollover_at: float | None) -> None:
+        self.conn_id = conn_id
+        self.ws = ws
+        self.opened = time.monotonic()
+        self.last_data = self.opened
+        self.rollover_at = rollover_at
+        self.first_data = asyncio.Event()
+        self.reader: asyncio.Task[str] | None = None
+        self.pinger: asyncio.Task[None] | None = None
+
+
+class VenueConnection:
+    """A self-healing live connection for some instruments/channels of one venue."""
+
+    def __init__(
+        self,
+        protocol: VenueProtocol,
+        ws_url: str | None,
+        rest_url: str | None,
+        natives: list[str],
+        channels: list[str],
+        on_frame: FrameCallback,
+        on_status: StatusCallback,
+        conn_prefix: str = "",
+        settings: ClientSettings | None = None,
+    ) -> None:
+        self.protocol = protocol
+        self.venue = protocol.venue
+        self.natives = list(natives)
+        self.channels = list(channels)
+        self.settings = settings or ClientSettings()
+        self.url = protocol.connect_url(ws_url or protocol.default_ws_url, self.natives, channels)
+        self.rest_url = rest_url or protocol.default_rest_url
+        self.conn_prefix = conn_prefix or f"{self.venue}-"
+        self._on_frame = on_frame
+        self._on_status = on_status
+        self._counter = itertools.count(1)
+        self._by_upper = {n.upper(): n for n in self.natives}
+        self._snapshot_natives = [
+            n
+            for n in self.natives
+            if "book" in self.channels
+            and self.rest_url is not None
+            and protocol.snapshot_url(self.rest_url, n) is not None
+        ]
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._http: httpx.AsyncClient | None = None
+        self._current: _Link | None = None
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._resyncing: set[str] = set()
+        # Counters for tests and metrics.
+        self.connects = 0
+        self.snapshots = 0
+        self.resyncs = 0
+
+    # ---- public ----
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Stay connected until ``stop`` is set; never raises on network trouble."""
+        self._loop = asyncio.get_running_loop()
+        remove_listener = resync.subscribe(self.venue, self.request_resync)
+        stop_waiter = asyncio.ensure_future(stop.wait())
+        if self._snapshot_natives:
+            self._http = httpx.AsyncClient(timeout=self.settings.snapshot_timeout)
+        attempt = 0
+        try:
+            while not stop.is_set():
+                link = await self._try_open()
+                if link is not None:
+                    self._current = link
+                    if self._snapshot_natives:
+                        self._spawn(self._initial_snapshots(link))
+                    link, reason = await self._supervise(link, stop_waiter)
+                    self._current = None
+                    await self._close(link, reason)
+                    if time.monotonic() - link.opened >= self.settings.healthy_after:
+                        attempt = 0
+                if stop.is_set():
+                    break
+                delay = self.settings.backoff(attempt)
+                attempt += 1
+                self._status("reconnecting", f"in {delay:.3f}s (attempt {attempt})")
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(stop_waiter), delay)
+        finally:
+            remove_listener()
+            stop_waiter.cancel()
+            if self._current is not None:
+                await self._close(self._current, "stopped")
+                self._current = None
+            for task in list(self._tasks):
+                task.cancel()
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+            if self._http is not None:
+                await self._http.aclose()
+
+    def request_resync(self, native: str, reason: str) -> None:
+        """Resync one instrument (any thread): new REST snapshot, or resubscribe."""
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed meanwhile
+            loop.call_soon_threadsafe(self._resync, native, reason)
+
+    # ---- connection lifecycle ----
+
+    async def _try_open(self) -> _Link | None:
+        try:
+            return await self._open()
+        except InvalidURI as exc:
+            raise ValueError(f"{self.venue}: invalid WebSocket URL {self.url!r}: {exc}") from None
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            self._status("error", f"connect to {self.url} failed: {exc!r}"[:500])
+            return None
+
+    async def _open(self) -> _Link:
+        s = self.settings
+        conn_id = f"{self.conn_prefix}{next(self._counter)}"
+        ws = await connect(
+            self.url,
+            open_timeout=s.open_timeout,
+            close_timeout=s.close_timeout,
+            ping_interval=s.ws_ping_interval,
+            ping_timeout=s.ws_ping_interval,
+            max_size=s.max_message_bytes,
+        )
+        try:
+            for message in self.protocol.subscribe_messages(self.natives, self.channels):
+                await ws.send(message)
+        except ConnectionClosed:
+            await ws.close()
+            raise
+        lifetime = s.max_lifetime if s.max_lifetime is not None else self.protocol.max_lifetime
+        link = _Link(conn_id, ws, None)
+        if lifetime is not None:
+            link.rollover_at = link.opened + s.rollover_after(lifetime)
+        link.reader = asyncio.create_task(self._read(link), name=f"read {conn_id}")
+        ping_every = s.app_ping_interval or self.protocol.app_ping_interval
+        if self.protocol.app_ping_text and ping_every:
+            link.pinger = asyncio.create_task(
+                self._ping(link, self.protocol.app_ping_text, ping_every), name=f"ping {conn_id}"
+            )
+        self.connects += 1
+        self._status("connected", f"{conn_id} {self.url}")
+        return link
+
+    async def _supervise(self, link: _Link, stop_waiter: asyncio.Future[Any]) -> tuple[_Link, str]:
+        """Wait until the link ends, stalls or is stopped; roll it over on schedule.
+
+        Returns the link in use at the end and why it ended."""
+        stall = self.settings.stall_timeout
+        while True:
+            assert link.reader is not None
+            deadline = link.last_data + stall
+            if link.rollover_at is not None:
+                deadline = min(deadline, link.rollover_at)
+            timeout = max(0.0, deadline - time.monotonic())
+            await asyncio.wait(
+                {link.reader, stop_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+            if stop_waiter.done():
+                return link, "stopped"
+            if link.reader.done():
+                return link, link.reader.result()
+            now = time.monotonic()
+            if now - link.last_data >= stall:
+                detail = f"{link.conn_id}: no data for {now - link.last_data:.1f}s"
+                self._status("stale", detail)
+                return link, f"stale ({detail})"
+            if link.rollover_at is not None and now >= link.rollover_at:
+                link = await self._rollover(link, stop_waiter)
+
+    async def _rollover(self, old: _Link, stop_waiter: asyncio.Future[Any]) -> _Link:
+        """Open and subscribe the replacement, let both deliver, then close the old one."""
+        self._status("planned_reconnect", f"replacing {old.conn_id} before its max lifetime")
+        try:
+            new = await self._open()
+        except (OSError, TimeoutError, WebSocketException) as exc:
+            retry = self.settings.backoff(1) + 1.0
+            self._status("error", f"planned reconnect failed: {exc!r}; retry in {retry:.1f}s")
+            old.rollover_at = time.monotonic() + retry
+            return old
+        assert new.reader is not None
+        first = asyncio.ensure_future(new.first_data.wait())
+        try:
+            await asyncio.wait(
+                {first, new.reader, stop_waiter},
+                timeout=self.settings.stall_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            first.cancel()
+        if new.reader.done() and not stop_waiter.done():
+            await self._close(new, f"replacement failed: {new.reader.result()}")
+            old.rollover_at = time.monotonic() + self.settings.backoff(1) + 1.0
+            return old
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(stop_waiter), self.settings.overlap_grace)
+        self._current = new
+        await self._close(old, f"replaced by {new.conn_id}")
+        return new
+
+    async def _close(self, link: _Link, reason: str) -> None:
+        with contextlib.suppress(Exception):
+            await link.ws.close()
+        for task in (link.reader, link.pinger):
+            if task is not None and not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        self._status("disconnected", f"{link.conn_id}: {reason}")
+
+    async def _read(self, link: _Link) -> str:
+        """Deliver every data frame; returns the close reason."""
+        venue = self.venue
+        is_control = self.protocol.is_control
+        on_frame = self._on_frame
+        try:
+            async for message in link.ws:
+                ts = time.time_ns() // 1000
+                text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                if is_control(text):
+                    continue
+                link.last_data = time.monotonic()
+                on_frame(RawFrame(venue, link.conn_id, ts, text))
+                if not link.first_data.is_set():
+                    link.first_data.set()
+        except ConnectionClosed:
+            pass
+        code = link.ws.close_code
+        detail = link.ws.close_reason or ""
+        return f"closed by peer (code {code}{': ' + detail if detail else ''})"
+
+    async def _ping(self, link: _Link, text: str, interval: float) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                await asyncio.sleep(interval)
+                await link.ws.send(text)
+
+    # ---- snapshots and resync ----
+
+    async def _initial_snapshots(self, link: _Link) -> None:
+        """Binance's procedure: stream open and buffering first, then the snapshot."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(link.first_data.wait(), self.settings.stall_timeout)
+        await asyncio.sleep(self.settings.snapshot_delay)
+        for native in self._snapshot_natives:
+            await self._fetch_snapshot(native, link)
+
+    async def _fetch_snapshot(self, native: str, for_link: _Link | None = None) -> None:
+        """GET the depth snapshot and inject it; ``for_link``: only while that link is current."""
+        assert self._http is not None and self.rest_url is not None
+        url = self.protocol.snapshot_url(self.rest_url, native)
+        assert url is not None
+        s = self.settings
+        for attempt in range(max(1, s.snapshot_retries)):
+            wait = s.backoff(attempt + 1)
+            try:
+                response = await self._http.get(url)
+            except httpx.HTTPError as exc:
+                problem = f"{exc!r}"
+            else:
+                if response.status_code == 200:
+                    link = self._current
+                    if link is None or (for_link is not None and link is not for_link):
+                        return  # the connection it was for is gone; the next fetches its own
+                    self.snapshots += 1
+                    self._on_frame(
+                        RawFrame(
+                            self.venue,
+                            link.conn_id,
+                            now_us(),
+                            response.text,
+                            SNAPSHOT_HINT + native,
+                        )
+                    )
+                    return
+                problem = f"HTTP {response.status_code}: {response.text[:200]}"
+                retry_after = response.headers.get("Retry-After", "")
+                if retry_after.isdigit():
+                    wait = max(wait, float(retry_after))
+            self._status("error", f"depth snapshot {native} from {url}: {problem}"[:500])
+            if attempt + 1 < s.snapshot_retries:
+                await asyncio.sleep(wait)
+
+    def _resync(self, native: str, reason: str) -> None:
+        configured = self._by_upper.get(native.upper())
+        link = self._current
+        if configured is None or link is None or configured in self._resyncing:
+            return  # not ours, between connections (a new one resyncs anyway), or in flight
+        self.resyncs += 1
+        if configured in self._snapshot_natives:
+            coro: Coroutine[Any, Any, None] = self._fetch_snapshot(configured)
+        else:
+            coro = self._send_all(link, self.protocol.resync_messages(configured))
+        self._resyncing.add(configured)
+        task = self._spawn(coro)
+        task.add_done_callback(lambda _: self._resyncing.discard(configured))
+
+    async def _send_all(self, link: _Link, messages: list[str]) -> None:
+        with contextlib.suppress(ConnectionClosed):
+            for message in messages:
+                await link.ws.send(message)
+
+    # ---- helpers ----
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _status(self, event: str, detail: str) -> None:
+        self._on_status(make_status(self.venue, None, event, now_us(), detail))

@@ -1,0 +1,335 @@
+"""The live WebSocket client against the local simulator, over real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+from collections.abc import Callable
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from candlewax import resync
+from candlewax.symbols import SymbolMap, from_native
+from operators.book import BookKeeper
+from operators.events import DepthMsg
+from simulator.embedded import SimulatorThread
+from simulator.faults import Faults
+from simulator.server import Simulator
+from sources.frames import RawFrame
+from sources.live import ConnectionSpec, LiveFeed
+from sources.registry import PARSERS, PROTOCOLS
+from sources.ws_client import ClientSettings, VenueConnection
+
+CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
+BTC = CAPTURES / "binance" / "hftbacktest_spot_btcusdt_20240808.txt.gz"
+OKX_V5 = CAPTURES / "okx" / "cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz"
+OKX_NATIVES = ["BTC-USDT", "UNI-USD-SWAP", "BTC-USD-220527"]
+_SEQ_RE = re.compile(r'"prevSeqId":-?[0-9]+,"seqId":[0-9]+,')
+DEADLINE = 20.0  # generous upper bound; tests finish as soon as their condition holds
+
+FAST = ClientSettings(
+    backoff_base=0.02,
+    backoff_cap=0.2,
+    stall_timeout=30.0,
+    snapshot_delay=0.05,
+    overlap_grace=0.2,
+    close_timeout=0.5,
+)
+
+
+class Recorder:
+    """Collects what a connection delivers; optionally feeds books like the pipeline does."""
+
+    def __init__(self, venue: str, symbols: list[str] | None = None) -> None:
+        self.frames: list[RawFrame] = []
+        self.statuses: list[dict[str, Any]] = []
+        self.book_out: list[dict[str, Any]] = []
+        self.keepers: dict[str, BookKeeper] = {}
+        self.parser = PARSERS[venue](SymbolMap(venue, symbols)) if symbols else None
+        for symbol in symbols or []:
+            self.keepers[symbol] = BookKeeper(venue, symbol)
+
+    def on_frame(self, frame: RawFrame) -> None:
+        self.frames.append(frame)
+        if self.parser is None:
+            return
+        for item in self.parser.parse(frame):
+            if isinstance(item, DepthMsg) and item.symbol in self.keepers:
+                self.book_out += self.keepers[item.symbol].on_msg(item)
+
+    def events(self, event: str) -> list[dict[str, Any]]:
+        return [s for s in self.statuses if s["event"] == event]
+
+    def data(self) -> list[RawFrame]:
+        return [f for f in self.frames if f.hint is None]
+
+    def snapshots(self) -> list[RawFrame]:
+        return [f for f in self.frames if f.hint is not None]
+
+
+async def run_until(
+    sim: Simulator,
+    natives: list[str],
+    channels: list[str],
+    until: Callable[[Recorder, VenueConnection], bool],
+    settings: ClientSettings = FAST,
+    recorder: Recorder | None = None,
+    action: Callable[[Recorder, VenueConnection], None] | None = None,
+) -> tuple[Recorder, VenueConnection]:
+    """Connect a client to the simulator until ``until`` holds (``action`` runs once, when
+    the client delivered its first frame)."""
+    await sim.start()
+    rec = recorder or Recorder(sim.venue)
+    protocol = PROTOCOLS[sim.venue]
+    conn = VenueConnection(
+        protocol,
+        sim.ws_url,
+        sim.rest_url,
+        natives,
+        channels,
+        rec.on_frame,
+        rec.statuses.append,
+        "t",
+        settings,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(conn.run(stop))
+    deadline = time.monotonic() + DEADLINE
+    acted = action is None
+    try:
+        while not until(rec, conn) and time.monotonic() < deadline and not task.done():
+            if not acted and rec.frames:
+                acted = True
+                assert action is not None
+                action(rec, conn)
+            await asyncio.sleep(0.01)
+    finally:
+        stop.set()
+        await task
+        await sim.stop()
+    assert until(rec, conn), f"condition not reached; statuses: {rec.statuses}"
+    return rec, conn
+
+
+def expected_texts(sim: Simulator, keys: set[str] | None = None) -> list[str]:
+    return [e.text for e in sim.tape.entries if keys is None or e.key in keys]
+
+
+def without_seq(text: str) -> str:
+    """OKX frame text as captured, without the seqId/prevSeqId the simulator added."""
+    return _SEQ_RE.sub("", text)
+
+
+def unique_in_order(texts: list[str]) -> list[str]:
+    return list(dict.fromkeys(texts))
+
+
+def all_received(expected: list[str]) -> Callable[[Recorder, VenueConnection], bool]:
+    wanted = set(expected)
+    return lambda rec, _conn: wanted <= {f.text for f in rec.frames}
+
+
+# ---- Binance ----
+
+
+def test_receives_every_frame_in_order_and_injects_the_rest_snapshot() -> None:
+    sim = Simulator("binance", BTC, limit=250, ping_interval=0.05)
+    expected = expected_texts(sim)
+    rec = Recorder("binance", ["BTC/USDT"])
+
+    def done(rec: Recorder, _conn: VenueConnection) -> bool:
+        received = len(rec.data()) >= len(expected) and bool(rec.snapshots())
+        return received and sim.ping_replies() == 1
+
+    rec, _ = asyncio.run(run_until(sim, ["BTCUSDT"], ["trades", "book", "bbo"], done, recorder=rec))
+    assert [f.text for f in rec.data()] == expected
+    assert len({f.conn_id for f in rec.frames}) == 1
+    [snapshot] = rec.snapshots()
+    assert snapshot.hint == "depth_snapshot:BTCUSDT"
+    assert snapshot.conn_id == rec.frames[0].conn_id
+    # The snapshot came after the stream was flowing and lets the book sync without a gap.
+    assert rec.frames.index(snapshot) > 0
+    keeper = rec.keepers["BTC/USDT"]
+    assert keeper.synced and keeper.gaps == 0
+    assert orjson.loads(snapshot.text)["lastUpdateId"] == keeper.last_id
+    assert [s["event"] for s in rec.statuses] == ["connected", "disconnected"]
+    assert all(f.ts_ingest > 0 for f in rec.frames)
+    assert sim.stats.ping_replies == 1  # our side answered the server's ping frames
+
+
+def test_reconnects_with_backoff_after_injected_disconnects_and_loses_nothing() -> None:
+    sim = Simulator("binance", BTC, limit=300, overlap=5, faults=Faults(disconnect_every_msgs=70))
+    expected = expected_texts(sim)
+    rec, conn = asyncio.run(
+        run_until(sim, ["BTCUSDT"], ["trades", "book", "bbo"], all_received(expected))
+    )
+    texts = [f.text for f in rec.data()]
+    assert unique_in_order(texts) == expected
+    assert len(texts) > len(expected)  # the overlap was re-sent, and deduped here
+    assert len({f.conn_id for f in rec.frames}) >= 5
+    disconnects = rec.events("disconnected")
+    assert len(disconnects) >= 4
+    assert "code 1001" in disconnects[0]["detail"]
+    attempts = [s["detail"] for s in rec.events("reconnecting")]
+    # Short-lived connections never reset the backoff: attempts keep counting up.
+    assert [int(a.rsplit("attempt ", 1)[1].rstrip(")")) for a in attempts] == list(
+        range(1, len(attempts) + 1)
+    )
+    delays = [float(a.split("in ", 1)[1].split("s", 1)[0]) for a in attempts]
+    assert all(0 <= d <= FAST.backoff_cap for d in delays)
+    assert conn.connects == len({f.conn_id for f in rec.frames})
+
+
+def test_stall_watchdog_reports_stale_and_reconnects() -> None:
+    sim = Simulator("binance", BTC, limit=120, faults=Faults(stall_after=40, stall_seconds=30))
+    expected = expected_texts(sim)
+    settings = replace(FAST, stall_timeout=0.3)
+    rec, _ = asyncio.run(
+        run_until(sim, ["BTCUSDT"], ["trades", "book", "bbo"], all_received(expected), settings)
+    )
+    assert sim.stats.stalls == 1
+    stale = rec.events("stale")
+    assert stale and "no data" in stale[0]["detail"]
+    events = [s["event"] for s in rec.statuses]
+    assert events[:4] == ["connected", "stale", "disconnected", "reconnecting"]
+    assert unique_in_order([f.text for f in rec.data()]) == expected
+
+
+def test_planned_reconnect_overlaps_connections_without_a_gap() -> None:
+    sim = Simulator("binance", BTC, limit=400, pace="2x")
+    expected = expected_texts(sim)
+    settings = replace(FAST, max_lifetime=0.8, rollover_margin=0.4)
+    rec, conn = asyncio.run(
+        run_until(sim, ["BTCUSDT"], ["trades", "book", "bbo"], all_received(expected), settings)
+    )
+    assert rec.events("planned_reconnect")
+    assert not rec.events("reconnecting")  # never a gap between connections
+    data = rec.data()
+    conn_ids = list(dict.fromkeys(f.conn_id for f in data))
+    assert len(conn_ids) >= 2
+    first_new = next(i for i, f in enumerate(data) if f.conn_id == conn_ids[1])
+    # The old connection kept delivering after the new one started: a real overlap.
+    assert any(f.conn_id == conn_ids[0] for f in data[first_new:])
+    assert unique_in_order([f.text for f in data]) == expected
+    assert len(rec.snapshots()) == 1  # a rollover needs no new snapshot
+    assert conn.connects == len(conn_ids)
+
+
+def test_resync_request_fetches_and_injects_a_new_binance_snapshot() -> None:
+    sim = Simulator("binance", BTC, limit=150)
+    rec = Recorder("binance", ["BTC/USDT"])
+
+    def ask(rec: Recorder, conn: VenueConnection) -> None:
+        assert resync.request("binance", "BTCUSDT", "test")
+
+    def done(rec: Recorder, _conn: VenueConnection) -> bool:
+        return len(rec.snapshots()) >= 2 and rec.keepers["BTC/USDT"].synced
+
+    rec, conn = asyncio.run(run_until(sim, ["BTCUSDT"], ["book"], done, recorder=rec, action=ask))
+    assert conn.resyncs == 1
+    assert len(rec.snapshots()) == 2
+    assert sim.stats.rest_snapshots == 2
+    assert rec.keepers["BTC/USDT"].synced
+    assert not resync.request("binance", "BTCUSDT", "after the run")  # listener removed
+
+
+# ---- OKX ----
+
+
+def test_okx_app_ping_is_answered_and_pongs_are_not_frames() -> None:
+    sim = Simulator("okx", OKX_V5, limit=60)
+    settings = replace(FAST, app_ping_interval=0.05)
+    rec, _ = asyncio.run(
+        run_until(sim, OKX_NATIVES, ["trades"], lambda _r, _c: sim.stats.app_pings >= 3, settings)
+    )
+    assert sim.stats.app_pings >= 3
+    assert all(f.text != "pong" for f in rec.frames)
+    assert [s["event"] for s in rec.statuses] == ["connected", "disconnected"]
+
+
+def test_okx_checksum_mismatch_resubscribes_and_gets_a_fresh_snapshot() -> None:
+    sim = Simulator("okx", OKX_V5, okx_seq_ids=True, faults=Faults(corrupt_checksum=frozenset({5})))
+    rec = Recorder("okx", ["BTC/USDT"])
+    keeper = rec.keepers["BTC/USDT"]
+    book_frames = {e.text for e in sim.tape.entries if e.key == "books:BTC-USDT"}
+
+    def done(rec: Recorder, _conn: VenueConnection) -> bool:
+        return keeper.resyncs >= 1
+
+    rec, conn = asyncio.run(run_until(sim, ["BTC-USDT"], ["book", "trades"], done, recorder=rec))
+    assert sim.stats.corrupted == 1
+    assert keeper.checksum_failures == 1
+    assert conn.resyncs == 1
+    assert sim.stats.okx_snapshots == 1
+    assert keeper.synced and keeper.gaps == 0
+    # The fresh snapshot is not a capture frame: the simulator built it from its book.
+    last_snapshot = [f for f in rec.frames if '"action":"snapshot"' in f.text][-1]
+    assert last_snapshot.text not in book_frames
+    assert orjson.loads(last_snapshot.text)["data"][0]["prevSeqId"] == -1
+
+
+def test_okx_reconnect_resumes_with_snapshot_and_sequence_intact() -> None:
+    sim = Simulator(
+        "okx", OKX_V5, okx_seq_ids=True, overlap=3, faults=Faults(disconnect_every_msgs=60)
+    )
+    natives = ["BTC-USDT", "UNI-USD-SWAP"]
+    rec = Recorder("okx", [from_native("okx", n) for n in natives])
+    keys = {f"{c}:{n}" for c in ("books", "trades") for n in natives}
+    expected = expected_texts(sim, keys)
+    wanted = set(expected)
+
+    def done(rec: Recorder, _conn: VenueConnection) -> bool:
+        return wanted <= {without_seq(f.text) for f in rec.frames}
+
+    rec, _ = asyncio.run(run_until(sim, natives, ["book", "trades"], done, recorder=rec))
+    received = [without_seq(f.text) for f in rec.frames if f.text in wanted or "seqId" in f.text]
+    assert unique_in_order([t for t in received if t in wanted]) == expected
+    assert len(rec.events("disconnected")) >= 2
+    assert sim.stats.okx_snapshots >= 2  # every resumed subscription starts with a snapshot
+    for keeper in rec.keepers.values():
+        assert keeper.synced
+        assert keeper.gaps == 0 and keeper.checksum_failures == 0
+        assert keeper.checksum_checks > 0
+
+
+# ---- the thread wrapper used by the dataflow ----
+
+
+def test_live_feed_delivers_frames_and_status_from_its_thread() -> None:
+    sim = SimulatorThread("binance", BTC, limit=100)
+    sim.start()
+    try:
+        spec = ConnectionSpec(
+            PROTOCOLS["binance"],
+            ["BTCUSDT"],
+            ["trades", "book", "bbo"],
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            conn_prefix="p0-",
+            settings=FAST,
+        )
+        items: list[RawFrame | dict[str, Any]] = []
+        feed = LiveFeed([spec])
+        deadline = time.monotonic() + DEADLINE
+        while time.monotonic() < deadline:
+            items += feed.poll(max_items=7)
+            if sum(isinstance(i, RawFrame) for i in items) >= len(sim.simulator.tape.entries) + 1:
+                break
+            time.sleep(0.01)
+        feed.close()
+        assert not feed.alive
+        items += feed.poll()
+    finally:
+        sim.stop()
+    frames = [i for i in items if isinstance(i, RawFrame)]
+    statuses = [i for i in items if isinstance(i, dict)]
+    assert [f.text for f in frames if f.hint is None] == [
+        e.text for e in sim.simulator.tape.entries
+    ]
+    assert {f.conn_id for f in frames} == {"p0-1"}
+    assert [s["event"] for s in statuses] == ["connected", "disconnected"]
+    assert statuses[-1]["detail"] == "p0-1: stopped"
