@@ -358,7 +358,13 @@ class BookKeeper:
 
     def _okx(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
         prev, seq = msg.prev_id, msg.last_id
-        if prev is not None and self.last_id is not None and prev != self.last_id:
+        last = self.last_id
+        if prev is not None and seq is not None and last is not None and prev <= seq <= last:
+            # A repeat of an update already applied (reconnect overlap, duplicate
+            # delivery): nothing new. A reset has seq < prev and is not caught here.
+            self.ignored += 1
+            return
+        if prev is not None and last is not None and prev != last:
             self._gap(msg, out, f"prevSeqId={prev} != last seqId={self.last_id} (seqId={seq})")
             return
         if prev is not None and seq is not None and seq < prev:

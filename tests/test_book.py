@@ -387,3 +387,15 @@ def test_kraken_checksum_from_the_documented_example() -> None:
     assert kraken_checksum(bids, asks) == zlib.crc32(text.encode())
     deep = [(f"{45000 - i}.0", "1.0") for i in range(12)]
     assert kraken_checksum(deep, []) == kraken_checksum(deep[:10], [])
+
+
+def test_okx_repeated_update_is_ignored_not_a_gap(resync_calls: list[Any]) -> None:
+    keeper = BookKeeper("okx", "BTC/USDT")
+    keeper.on_msg(okx("snapshot", 10, -1, [("99", "1")]))
+    keeper.on_msg(okx("update", 15, 10, [("100", "2")]))
+    keeper.on_msg(okx("update", 18, 15, [("100", "3")]))
+    # The same two updates delivered again (duplicate / reconnect overlap).
+    assert keeper.on_msg(okx("update", 15, 10, [("100", "2")])) == []
+    assert keeper.on_msg(okx("update", 18, 15, [("100", "3")])) == []
+    assert (keeper.gaps, keeper.last_id, resync_calls) == (0, 18, [])
+    assert keeper.book.best_bid() == ("100", "3")
