@@ -56,8 +56,12 @@ def dedupe_logic(cfg: DedupeConfig) -> Builder:
 class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder]):
     """The engine gives builders no key, so the BarBuilder is made from the first trade."""
 
-    def __init__(self, builder: BarBuilder | None, make: Callable[[str, str], BarBuilder],
-                 wall_clock_close: bool) -> None:
+    def __init__(
+        self,
+        builder: BarBuilder | None,
+        make: Callable[[str, str], BarBuilder],
+        wall_clock_close: bool,
+    ) -> None:
         self.builder = builder
         self.make = make
         self.wall_clock_close = wall_clock_close

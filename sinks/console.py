@@ -35,16 +35,20 @@ def format_record(record: Record) -> str | None:
 class ConsoleSink:
     """Prints final bars (of the given intervals, all if None), status and dead letters."""
 
-    def __init__(self, stream: IO[str] | None = None, *, intervals: Iterable[str] | None = None
-                 ) -> None:
+    def __init__(
+        self, stream: IO[str] | None = None, *, intervals: Iterable[str] | None = None
+    ) -> None:
         self.stream = stream if stream is not None else sys.stdout
         self.intervals = frozenset(intervals) if intervals is not None else None
 
     def write_batch(self, records: list[Record]) -> None:
         lines = []
         for record in records:
-            if (self.intervals is not None and record.get("type") == "bar"
-                    and record.get("interval") not in self.intervals):
+            if (
+                self.intervals is not None
+                and record.get("type") == "bar"
+                and record.get("interval") not in self.intervals
+            ):
                 continue
             line = format_record(record)
             if line is not None:
