@@ -86,6 +86,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["simulate"]:
+        # The simulator owns its flags (and --help); hand them over untouched.
+        from simulator.cli import main as simulate_main
+
+        return simulate_main(argv[1:])
     args = _parser().parse_args(argv)
     try:
         if args.command == "validate":
@@ -114,10 +120,6 @@ def main(argv: list[str] | None = None) -> int:
             from candlewax.demo import run_demo
 
             return run_demo(args.out, args.pace, quiet=args.quiet)
-        if args.command == "simulate":
-            from simulator.cli import main as simulate_main
-
-            return simulate_main(args.rest)
     except ConfigError as exc:
         print(str(exc), file=sys.stderr)
         return 2
