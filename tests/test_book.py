@@ -296,6 +296,9 @@ def test_binance_usdm_first_diff_straddles_snapshot_then_pu_chains() -> None:
     assert events(out) == [] and keeper.last_id == 100
     assert of_type(out, "book")[0]["bids"] == [("95", "1"), ("80", "1")]
     assert events(keeper.on_msg(usdm(101, 105, 100, "96"))) == []
+    # A repeated diff (planned-reconnect overlap) is ignored, not a gap.
+    assert keeper.on_msg(usdm(101, 105, 100, "96")) == []
+    assert keeper.gaps == 0 and keeper.last_id == 105
     out = keeper.on_msg(usdm(107, 110, 106, "97"))
     assert events(out) == ["gap_detected", "resync_requested"]
     assert "pu=106 != last u=105" in out[0]["detail"]
