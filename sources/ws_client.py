@@ -42,7 +42,7 @@ class ClientSettings:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     healthy_after: float = 60.0  # a connection that lived this long resets the backoff
-    stall_timeout: float = 60.0  # no data frame for this long -> "stale", reconnect
+    stall_timeout: float = 60.0  # nothing (data or pong) for this long -> "stale", reconnect
     max_lifetime: float | None = None  # None: the venue's documented limit
     rollover_margin: float = 600.0  # replace the connection this long before max_lifetime
     overlap_grace: float = 1.0  # keep the old connection after the new one delivered
@@ -294,9 +294,11 @@ class VenueConnection:
             async for message in link.ws:
                 ts = time.time_ns() // 1000
                 text = message if isinstance(message, str) else message.decode("utf-8", "replace")
+                # Keep-alive replies count as liveness: a quiet market (an OKX book
+                # with no changes for a minute) is not a stalled connection.
+                link.last_data = time.monotonic()
                 if is_control(text):
                     continue
-                link.last_data = time.monotonic()
                 on_frame(RawFrame(venue, link.conn_id, ts, text))
                 if not link.first_data.is_set():
                     link.first_data.set()
