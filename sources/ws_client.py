@@ -217,6 +217,7 @@ class VenueConnection:
             )
         self.connects += 1
         self._status("connected", f"{conn_id} {self.url}")
+        self._status("subscribed", f"{conn_id} {','.join(self.channels)}: {' '.join(self.natives)}")
         return link
 
     async def _supervise(self, link: _Link, stop_waiter: asyncio.Future[Any]) -> tuple[_Link, str]:

@@ -156,7 +156,7 @@ def test_receives_every_frame_in_order_and_injects_the_rest_snapshot() -> None:
     keeper = rec.keepers["BTC/USDT"]
     assert keeper.synced and keeper.gaps == 0
     assert orjson.loads(snapshot.text)["lastUpdateId"] == keeper.last_id
-    assert [s["event"] for s in rec.statuses] == ["connected", "disconnected"]
+    assert [s["event"] for s in rec.statuses] == ["connected", "subscribed", "disconnected"]
     assert all(f.ts_ingest > 0 for f in rec.frames)
     assert sim.stats.ping_replies == 1  # our side answered the server's ping frames
 
@@ -195,7 +195,7 @@ def test_stall_watchdog_reports_stale_and_reconnects() -> None:
     stale = rec.events("stale")
     assert stale and "no data" in stale[0]["detail"]
     events = [s["event"] for s in rec.statuses]
-    assert events[:4] == ["connected", "stale", "disconnected", "reconnecting"]
+    assert events[:5] == ["connected", "subscribed", "stale", "disconnected", "reconnecting"]
     assert unique_in_order([f.text for f in rec.data()]) == expected
 
 
@@ -248,7 +248,7 @@ def test_okx_app_ping_is_answered_and_pongs_are_not_frames() -> None:
     )
     assert sim.stats.app_pings >= 3
     assert all(f.text != "pong" for f in rec.frames)
-    assert [s["event"] for s in rec.statuses] == ["connected", "disconnected"]
+    assert [s["event"] for s in rec.statuses] == ["connected", "subscribed", "disconnected"]
 
 
 def test_okx_checksum_mismatch_resubscribes_and_gets_a_fresh_snapshot() -> None:
@@ -331,5 +331,5 @@ def test_live_feed_delivers_frames_and_status_from_its_thread() -> None:
         e.text for e in sim.simulator.tape.entries
     ]
     assert {f.conn_id for f in frames} == {"p0-1"}
-    assert [s["event"] for s in statuses] == ["connected", "disconnected"]
+    assert [s["event"] for s in statuses] == ["connected", "subscribed", "disconnected"]
     assert statuses[-1]["detail"] == "p0-1: stopped"
