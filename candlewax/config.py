@@ -50,6 +50,30 @@ class ReconnectConfig(_Strict):
     )
 
 
+def _broker_list(value: Any) -> Any:
+    # "a:9092,b:9092" (CLI flags, env overrides) or a YAML list.
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+class KafkaInput(_Strict):
+    """Where a ``mode: kafka`` source reads raw frames (stage 2, docs/kafka_redis.md)."""
+
+    brokers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    topic_prefix: str = Field("market", description="the stage-1 sink's topic_prefix")
+    topic: str | None = Field(None, description="default: <topic_prefix>.raw.<venue>")
+    tail: bool = Field(True, description="wait for new frames at the end; false: stop there")
+    starting_offset: Literal["beginning", "end"] = Field(
+        "beginning", description="where a run without recovery state starts reading"
+    )
+    consumer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="extra librdkafka consumer settings"
+    )
+
+    _brokers = field_validator("brokers", mode="before")(_broker_list)
+
+
 class SourceConfig(_Strict):
     venue: str
     symbols: list[str] = Field(
@@ -58,12 +82,13 @@ class SourceConfig(_Strict):
     channels: list[SourceChannel] = Field(
         default_factory=lambda: list(_ALL_SOURCE_CHANNELS), min_length=1
     )
-    mode: Literal["live", "replay"] = "live"
+    mode: Literal["live", "replay", "kafka"] = "live"
     url: str | None = Field(None, description="WebSocket base URL override (e.g. the simulator)")
     rest_url: str | None = Field(None, description="REST base URL override (Binance snapshots)")
     capture: Path | None = Field(None, description="capture file for mode: replay")
     pace: str = Field("max", description="replay pace: max, recorded or <N>x")
     reconnect: ReconnectConfig = Field(default_factory=ReconnectConfig)
+    kafka: KafkaInput | None = Field(None, description="for mode: kafka (defaults apply)")
 
     @field_validator("venue")
     @classmethod
@@ -89,6 +114,8 @@ class SourceConfig(_Strict):
                 to_native(self.venue, symbol)
             except SymbolError as exc:
                 raise ValueError(str(exc)) from None
+        if self.mode == "kafka" and self.kafka is None:
+            self.kafka = KafkaInput()
         if self.mode == "replay" and self.capture is None:
             raise ValueError("mode 'replay' needs 'capture: <path to a capture file>'")
         if self.capture is not None and self.mode == "replay" and not self.capture.exists():
@@ -183,10 +210,128 @@ class ParquetSink(_Strict):
     flush_every: int = Field(1000, ge=1, description="bars per part file")
 
 
+class NullSink(_Strict):
+    """Discards every record (benchmarks, dry runs)."""
+
+    type: Literal["null"]
+
+
+class WebsocketAuth(_Strict):
+    """Optional client auth for the WebSocket sink (docs/fanout.md)."""
+
+    tokens: list[str] = Field(default_factory=list, description="accepted static tokens")
+    hmac_secret: str | None = Field(
+        None, min_length=16, description="secret for signed expiring tokens (sinks.fanout.auth)"
+    )
+
+    @property
+    def enabled(self) -> bool:
+        return bool(self.tokens) or self.hmac_secret is not None
+
+
+class WebsocketSink(_Strict):
+    """Fan-out server: every record to WebSocket subscribers, plus HTTP endpoints."""
+
+    type: Literal["websocket"]
+    host: str = "0.0.0.0"
+    port: int = Field(8765, ge=0, le=65535, description="0 = any free port")
+    path: str = Field("/stream", pattern=r"^/[A-Za-z0-9_./-]*$")
+    http_port: int | None = Field(
+        None, ge=0, le=65535, description="serve /metrics etc. on a side port too"
+    )
+    heartbeat_s: float = Field(30.0, gt=0, description="status heartbeat to every client")
+    queue_size: int = Field(10_000, ge=1, description="messages queued per client before drops")
+    max_lag_s: float | None = Field(
+        30.0, gt=0, description="disconnect a client lagging this long; null = only drop"
+    )
+    batch_ms: float = Field(
+        0.0, ge=0, description="> 0: coalesce records for this long into JSON-array messages"
+    )
+    batch_max: int = Field(500, ge=1, description="most records per JSON-array message")
+    raw: bool = Field(False, description="also forward raw venue frames (raw: true subscribers)")
+    max_subscriptions: int = Field(64, ge=1, description="per connection")
+    client_rate: float = Field(20.0, gt=0, description="client messages per second (sustained)")
+    client_burst: int = Field(100, ge=1, description="client messages allowed in a burst")
+    auth: WebsocketAuth = Field(default_factory=WebsocketAuth)
+
+
+class KafkaSink(_Strict):
+    """Records to ``<prefix>.norm.*`` / ``<prefix>.dlq``, raw frames to ``<prefix>.raw.<venue>``."""
+
+    type: Literal["kafka"]
+    brokers: list[str] = Field(default_factory=lambda: ["127.0.0.1:9092"], min_length=1)
+    topic_prefix: str = Field("market", pattern=r"^[A-Za-z0-9._-]+$")
+    channels: list[Channel] | None = Field(None, description="record channels; all if unset")
+    raw: bool | None = Field(
+        None, description="raw frames to <prefix>.raw.<venue>; default: on unless mode: kafka"
+    )
+    partitions: int = Field(3, ge=1, description="for topics this sink creates")
+    replication: int = Field(1, ge=1, description="for topics this sink creates")
+    create_topics: bool = True
+    topic_config: dict[str, str] = Field(
+        default_factory=dict, description="topic settings on creation, e.g. retention.ms"
+    )
+    producer: dict[str, str | int | float | bool] = Field(
+        default_factory=dict, description="librdkafka producer settings (override defaults)"
+    )
+
+    _brokers = field_validator("brokers", mode="before")(_broker_list)
+
+
+class RedisSink(_Strict):
+    """Latest state hashes, per-symbol streams and pub/sub fan-out (docs/kafka_redis.md)."""
+
+    type: Literal["redis"]
+    url: str = "redis://127.0.0.1:6379/0"
+    key_prefix: str = Field("candlewax", min_length=1)
+    channels: list[Channel] | None = Field(
+        None, description="for streams and pub/sub; all if unset"
+    )
+    latest: bool = Field(True, description="hash <prefix>:latest:<venue>:<symbol>")
+    latest_ttl_s: int = Field(86_400, ge=1, description="expiry of the latest-state hash")
+    streams: bool = Field(True, description="stream <prefix>:<channel>:<venue>:<symbol>")
+    stream_maxlen: int = Field(100_000, ge=1, description="approximate entries kept per stream")
+    pubsub: bool = Field(True, description="publish on <prefix>:<venue>:<symbol>:<channel>")
+    buffer_max: int = Field(
+        100_000,
+        ge=0,
+        description="records kept while Redis is unreachable; beyond: dropped, counted",
+    )
+    timeout_s: float = Field(2.0, gt=0, description="connect / socket timeout per call")
+    retry_max_s: float = Field(5.0, gt=0, description="reconnect backoff cap")
+
+
 SinkConfig = Annotated[
-    StdoutSink | ConsoleSink | JsonlSink | RecorderSink | ParquetSink,
+    StdoutSink
+    | ConsoleSink
+    | JsonlSink
+    | RecorderSink
+    | ParquetSink
+    | NullSink
+    | WebsocketSink
+    | KafkaSink
+    | RedisSink,
     Field(discriminator="type"),
 ]
+_SINK_TYPES = (
+    "stdout",
+    "console",
+    "jsonl",
+    "recorder",
+    "parquet",
+    "null",
+    "websocket",
+    "kafka",
+    "redis",
+)
+
+
+class RecoverySettings(_Strict):
+    """Bytewax recovery: state and source positions (e.g. Kafka offsets) survive restarts."""
+
+    dir: Path = Field(description="recovery database directory (created when missing)")
+    snapshot_interval_s: float = Field(10.0, gt=0, description="epoch length between snapshots")
+    backup_interval_s: float = Field(0.0, ge=0, description="keep old snapshots this long")
 
 
 class PipelineConfig(_Strict):
@@ -195,10 +340,22 @@ class PipelineConfig(_Strict):
     sources: list[SourceConfig] = Field(min_length=1)
     operators: OperatorsConfig = Field(default_factory=OperatorsConfig)
     sinks: list[SinkConfig] = Field(min_length=1)
+    recovery: RecoverySettings | None = None
 
     @property
     def live(self) -> bool:
         return any(source.mode == "live" for source in self.sources)
+
+    @model_validator(mode="after")
+    def _no_raw_loop(self) -> PipelineConfig:
+        if any(src.mode == "kafka" for src in self.sources):
+            for sink in self.sinks:
+                if isinstance(sink, KafkaSink) and sink.raw:
+                    raise ValueError(
+                        "a kafka sink with raw: true would republish frames read from Kafka; "
+                        "set raw: false (the default with mode: kafka sources)"
+                    )
+        return self
 
 
 def resolve_callable(path: str) -> Any:
@@ -244,9 +401,7 @@ def _field_path(loc: tuple[Any, ...]) -> str:
     for part in loc:
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part in ("stdout", "console", "jsonl", "recorder", "parquet") and out.startswith(
-            "sinks"
-        ):
+        elif part in _SINK_TYPES and out.startswith("sinks"):
             continue  # discriminator tag, not a field the user wrote
         else:
             out += f".{part}" if out else str(part)

@@ -15,10 +15,14 @@ from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
 
 from candlewax.config import ConsoleSink as ConsoleSinkConfig
 from candlewax.config import JsonlSink as JsonlSinkConfig
+from candlewax.config import KafkaSink as KafkaSinkConfig
+from candlewax.config import NullSink as NullSinkConfig
 from candlewax.config import ParquetSink as ParquetSinkConfig
 from candlewax.config import PipelineConfig, SinkConfig
 from candlewax.config import RecorderSink as RecorderSinkConfig
+from candlewax.config import RedisSink as RedisSinkConfig
 from candlewax.config import StdoutSink as StdoutSinkConfig
+from candlewax.config import WebsocketSink as WebsocketSinkConfig
 from sinks.console import ConsoleSink
 from sinks.jsonl import JsonlSink
 from sinks.parquet import ParquetBarSink
@@ -26,6 +30,22 @@ from sinks.recorder import Recorder
 from sinks.stdout import StdoutSink
 
 OPEN_WRITERS: list[Any] = []
+# Records discarded by "null" sinks in this process, by step name (benchmarks read it).
+NULL_WRITTEN: dict[str, int] = {}
+
+
+class NullWriter:
+    """Counts and drops records: the cheapest sink, for measuring the flow itself."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        NULL_WRITTEN.setdefault(name, 0)
+
+    def write_batch(self, values: list[Any]) -> None:
+        NULL_WRITTEN[self.name] += len(values)
+
+    def close(self) -> None:
+        pass
 
 
 class _WriterPartition(StatefulSinkPartition[Any, None]):
@@ -37,6 +57,11 @@ class _WriterPartition(StatefulSinkPartition[Any, None]):
         self.writer.write_batch(values)
 
     def snapshot(self) -> None:
+        # Epoch end: writers that buffer (Kafka) make everything so far durable before
+        # the engine keeps the epoch's snapshot, so recovery never skips a record.
+        checkpoint = getattr(self.writer, "checkpoint", None)
+        if checkpoint is not None:
+            checkpoint()
         return None
 
     def close(self) -> None:
@@ -62,7 +87,9 @@ class WriterSink(FixedPartitionedSink[Any, None]):
         return _WriterPartition(self.make())
 
 
-def _writer_factory(sink: SinkConfig) -> Callable[[], Any]:
+def _writer_factory(name: str, sink: SinkConfig) -> Callable[[], Any]:
+    if isinstance(sink, NullSinkConfig):
+        return lambda: NullWriter(name)
     if isinstance(sink, StdoutSinkConfig):
         return lambda: StdoutSink(channels=sink.channels)
     if isinstance(sink, ConsoleSinkConfig):
@@ -71,6 +98,16 @@ def _writer_factory(sink: SinkConfig) -> Callable[[], Any]:
         return lambda: JsonlSink(sink.path, channels=sink.channels, append=sink.append)
     if isinstance(sink, ParquetSinkConfig):
         return lambda: ParquetBarSink(sink.path, rows_per_file=sink.flush_every)
+    if isinstance(sink, RedisSinkConfig):
+        from sinks.redis import RedisSink
+
+        return lambda: RedisSink(sink)
+    if isinstance(sink, WebsocketSinkConfig):
+        from sinks.fanout.writers import FanoutWriter
+
+        return lambda: FanoutWriter(name, sink)
+    if isinstance(sink, KafkaSinkConfig):
+        raise TypeError("kafka sinks are built by _kafka_sinks (records + raw frames)")
     return lambda: Recorder(sink.path)
 
 
@@ -79,8 +116,35 @@ def sinks_for(cfg: PipelineConfig) -> list[tuple[str, WriterSink, str]]:
     out: list[tuple[str, WriterSink, str]] = []
     for i, sink in enumerate(cfg.sinks):
         name = f"sink_{i}_{sink.type}"
+        if isinstance(sink, KafkaSinkConfig):
+            out.extend(_kafka_sinks(name, sink, cfg))
+            continue
         kind = "frames" if isinstance(sink, RecorderSinkConfig) else "records"
-        out.append((name, WriterSink(name, _writer_factory(sink)), kind))
+        out.append((name, WriterSink(name, _writer_factory(name, sink)), kind))
+        if isinstance(sink, WebsocketSinkConfig) and sink.raw:
+            out.append((f"{name}_raw", _raw_frames_sink(f"{name}_raw", sink), "frames"))
+    return out
+
+
+def _raw_frames_sink(name: str, sink: WebsocketSinkConfig) -> WriterSink:
+    """Raw venue frames to the same fan-out server (``raw: true`` subscribers)."""
+    from sinks.fanout.writers import RawFrameWriter
+
+    return WriterSink(name, lambda: RawFrameWriter(name, sink))
+
+
+def _kafka_sinks(
+    name: str, sink: KafkaSinkConfig, cfg: PipelineConfig
+) -> list[tuple[str, WriterSink, str]]:
+    """Records to the normalized topics; raw frames (unless read from Kafka) to raw topics."""
+    from sinks.kafka import KafkaRawSink, KafkaRecordSink
+
+    venues = sorted({src.venue for src in cfg.sources})
+    out = [(name, WriterSink(name, lambda: KafkaRecordSink(sink, venues)), "records")]
+    raw = sink.raw if sink.raw is not None else all(src.mode != "kafka" for src in cfg.sources)
+    if raw:
+        raw_name = f"{name}_raw"
+        out.append((raw_name, WriterSink(raw_name, lambda: KafkaRawSink(sink, venues)), "frames"))
     return out
 
 

@@ -14,13 +14,15 @@ crossing workers stay small (dicts of str/int, NamedTuples).
 
 from __future__ import annotations
 
-from typing import Any, cast
+from collections.abc import Callable
+from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
+from bytewax.inputs import Source
 
 from candlewax.config import PipelineConfig, resolve_callable
-from flows.inputs import source_for
+from flows.inputs import pipeline_input
 from flows.outputs import sinks_for
 from flows.stateful import book_logic, dedupe_logic, ohlcv_logic
 from operators.events import DepthMsg
@@ -45,24 +47,19 @@ def build_normalizer(cfg: PipelineConfig) -> Normalizer:
     return Normalizer(parsers)
 
 
-def build_flow(cfg: PipelineConfig) -> Dataflow:
+def build_flow(cfg: PipelineConfig, source: Source[Any] | None = None) -> Dataflow:
+    """The dataflow of ``cfg``; ``source`` replaces the configured sources (benchmarks,
+    tests feeding frames from memory) and must yield what they do: RawFrames and dicts."""
     flow = Dataflow(cfg.name)
-    raw = op.input("input", flow, source_for(cfg))
-    # Live sources interleave their own status dicts (connected, stale, ...) with frames.
-    split = op.branch("is_frame", raw, lambda x: isinstance(x, RawFrame))
-    frames = cast(Stream[RawFrame], split.trues)
-    source_status: Stream[KeyedItem] = op.map(
-        "key_source_status", cast(Stream[dict[str, Any]], split.falses), _keyed_status
-    )
-
+    raw = pipeline_input(flow, cfg, source)
     normalizer = build_normalizer(cfg)
-    items: Stream[KeyedItem] = op.flat_map("normalize", frames, normalizer)
+    items: Stream[KeyedItem] = op.flat_map_batch("normalize", raw, _normalize_batch(normalizer))
     is_depth = op.branch("is_depth", items, lambda kv: isinstance(kv[1], DepthMsg))
     records = is_depth.falses
     is_trade = op.branch("is_trade", records, lambda kv: kv[1]["type"] == "trade")
     other = is_trade.falses  # bbo (ticker), status, dead letters
 
-    outputs: list[Stream[KeyedItem]] = [source_status, other]
+    outputs: list[Stream[KeyedItem]] = [other]
 
     trades: Stream[KeyedItem] = is_trade.trues
     if cfg.operators.dedupe.enabled:
@@ -83,11 +80,32 @@ def build_flow(cfg: PipelineConfig) -> Dataflow:
     for name, sink, stream_kind in sinks_for(cfg):
         if stream_kind == "frames":
             if recorded is None:
+                frames = op.flat_map_batch("frames", raw, _frames_only)
                 recorded = op.map("recorder_items", frames, _recorder_item(normalizer))
             op.output(name, recorded, sink)
         else:
             op.output(name, merged, sink)
     return flow
+
+
+def _normalize_batch(normalizer: Normalizer) -> Callable[[list[Any]], list[KeyedItem]]:
+    """One call per source batch (not per frame): frames -> keyed items. Live sources
+    interleave their own status dicts (connected, stale, ...); they are keyed as they are."""
+
+    def normalize(batch: list[Any]) -> list[KeyedItem]:
+        out: list[KeyedItem] = []
+        for item in batch:
+            if isinstance(item, RawFrame):
+                out.extend(normalizer(item))
+            else:
+                out.append(_keyed_status(item))
+        return out
+
+    return normalize
+
+
+def _frames_only(batch: list[Any]) -> list[RawFrame]:
+    return [item for item in batch if isinstance(item, RawFrame)]
 
 
 def _recorder_item(normalizer: Normalizer) -> Any:
