@@ -28,7 +28,7 @@ _PACE_RE = re.compile(r"^(max|recorded|[0-9]+(\.[0-9]+)?x)$")
 
 
 SourceChannel = Literal["trades", "book", "bbo"]
-UserChannel = Literal["trades", "book", "bars", "status"]
+UserChannel = Literal["trades", "book", "bars"]
 _ALL_SOURCE_CHANNELS: tuple[SourceChannel, ...] = ("trades", "book", "bbo")
 _USER_DEFAULT: tuple[UserChannel, ...] = ("trades",)
 

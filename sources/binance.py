@@ -56,6 +56,9 @@ class BinanceParser:
     def __init__(self, symbols: SymbolMap) -> None:
         self._symbols = symbols
         self._unified: dict[str, str] = {}  # exact native text seen -> unified
+        # Depth symbols seen per connection: a symbol-less snapshot belongs to its
+        # connection's only symbol (several one-symbol captures may share a parser).
+        self._depth_by_conn: dict[str, set[str]] = {}
 
     def _symbol(self, native: Any) -> str:
         found = self._unified.get(native)
@@ -161,9 +164,14 @@ class BinanceParser:
             or (self._usdm and prev.__class__ is not int)
         ):
             raise FrameError("depthUpdate: U, u (and pu on USD-M) must be integers")
+        symbol = self._symbol(d["s"])
+        seen = self._depth_by_conn.get(frame.conn_id)
+        if seen is None:
+            seen = self._depth_by_conn[frame.conn_id] = set()
+        seen.add(symbol)
         return DepthMsg(
             self.venue,
-            self._symbol(d["s"]),
+            symbol,
             "update",
             _levels(d["b"], "bids"),
             _levels(d["a"], "asks"),
@@ -182,7 +190,7 @@ class BinanceParser:
         if last.__class__ is not int:
             raise FrameError(f"depth snapshot: lastUpdateId must be an integer, got {last!r}")
         native = frame.hint[_HINT_LEN:] if frame.hint else ""
-        symbol = self._symbol(native) if native else self._only_symbol()
+        symbol = self._symbol(native) if native else self._only_symbol(frame.conn_id)
         ms = body.get("T") or body.get("E")
         return DepthMsg(
             self.venue,
@@ -199,9 +207,13 @@ class BinanceParser:
             frame.conn_id,
         )
 
-    def _only_symbol(self) -> str:
-        """Symbol of a snapshot hinted without one: the stream's only symbol
-        (one-symbol captures put it after a few diffs of that symbol)."""
+    def _only_symbol(self, conn_id: str) -> str:
+        """Symbol of a snapshot hinted without one: the only symbol whose diffs this
+        connection carried (one-symbol captures put it after a few diffs), else the
+        only symbol of the stream."""
+        on_conn = self._depth_by_conn.get(conn_id)
+        if on_conn is not None and len(on_conn) == 1:
+            return next(iter(on_conn))
         seen = set(self._unified.values())
         if len(seen) == 1:
             return seen.pop()
@@ -226,7 +238,7 @@ class BinanceParser:
         try:
             if frame.hint is not None and frame.hint.startswith(SNAPSHOT_HINT):
                 native = frame.hint[_HINT_LEN:]
-                return self._symbol(native) if native else self._only_symbol()
+                return self._symbol(native) if native else self._only_symbol(frame.conn_id)
             obj = orjson.loads(frame.text)
             data = obj.get("data") if "stream" in obj else obj
             native = data.get("s")

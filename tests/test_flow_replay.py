@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from bar_reference import assert_matches, reference
-from flow_helpers import BTC_SPOT, OKX_TBT, outputs, run_replay
+from flow_helpers import BTC_SPOT, ETH_SPOT, OKX_TBT, outputs, run_replay
 
 from candlewax.schema import validate_record
 from sinks.parquet import read_bars
@@ -131,3 +131,26 @@ def test_parquet_bars_equal_jsonl_bars(tmp_path: Path) -> None:
     for row, bar in zip(rows, sorted(jsonl, key=lambda b: b["start"]), strict=True):
         for field in ("open", "high", "low", "close", "volume", "vwap", "trades", "start"):
             assert str(row[field]) == str(bar[field]), field
+
+
+def test_two_one_symbol_captures_of_one_venue_both_sync(tmp_path: Path) -> None:
+    from candlewax.config import parse_config
+    from flows.runner import run_pipeline
+
+    cfg = parse_config(
+        {
+            "sources": [
+                {"venue": "binance", "mode": "replay", "capture": str(BTC_SPOT)},
+                {"venue": "binance", "mode": "replay", "capture": str(ETH_SPOT)},
+            ],
+            "operators": {"ohlcv": {"intervals": ["1m"]}},
+            "sinks": [{"type": "jsonl", "path": str(tmp_path)}],
+        }
+    )
+    run_pipeline(cfg)
+    out = outputs(tmp_path)
+    assert out["dead_letter"] == []
+    books = Counter(r["symbol"] for r in out["book"] if r["type"] == "book")
+    assert set(books) == {"BTC/USDT", "ETH/USDT"}
+    trades = Counter(t["symbol"] for t in out["trades"])
+    assert trades == {"BTC/USDT": 9757, "ETH/USDT": 6106}
