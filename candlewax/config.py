@@ -10,6 +10,7 @@ parts, list items by index; values are read as YAML scalars).
 
 from __future__ import annotations
 
+import copy
 import importlib
 import os
 import re
@@ -45,6 +46,12 @@ class ReconnectConfig(_Strict):
     base_delay_s: float = Field(0.5, gt=0, description="first backoff delay")
     max_delay_s: float = Field(30.0, gt=0, description="backoff cap")
     stall_timeout_s: float = Field(30.0, gt=0, description="no frame for this long -> reconnect")
+    snapshot_delay_s: float = Field(
+        1.0,
+        ge=0,
+        description="after connecting, let depth diffs buffer this long before the "
+        "REST snapshot is fetched (Binance's documented order)",
+    )
     max_lifetime_s: float | None = Field(
         None, gt=0, description="planned reconnect age; default: the venue's documented limit"
     )
@@ -421,6 +428,7 @@ def parse_config(
 ) -> PipelineConfig:
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping with sources, operators and sinks")
+    data = copy.deepcopy(data)  # env overrides must not leak into the caller's dict
     apply_env(data, env)
     try:
         return PipelineConfig.model_validate(data)

@@ -8,15 +8,15 @@ rates derive from the counters (``rate(candlewax_frames_total[1m])``).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client.core import CounterMetricFamily
+from prometheus_client.registry import Collector
 
 REGISTRY = CollectorRegistry(auto_describe=True)
 
-FRAMES = Counter(
-    "candlewax_frames_total", "Raw frames received per venue", ["venue"], registry=REGISTRY
-)
 RECORDS = Counter(
     "candlewax_records_total",
     "Normalized records produced, by venue and record type",
@@ -24,7 +24,9 @@ RECORDS = Counter(
     registry=REGISTRY,
 )
 DEAD_LETTERS = Counter(
-    "candlewax_dead_letters_total", "Frames sent to the dead-letter output", ["venue"],
+    "candlewax_dead_letters_total",
+    "Frames sent to the dead-letter output",
+    ["venue"],
     registry=REGISTRY,
 )
 STATUS_EVENTS = Counter(
@@ -37,7 +39,9 @@ CONNECTED = Gauge(
     "candlewax_venue_connected", "Open venue connections", ["venue"], registry=REGISTRY
 )
 LATE_TRADES = Counter(
-    "candlewax_late_trades_total", "Trades that missed their bar window", ["venue"],
+    "candlewax_late_trades_total",
+    "Trades that missed their bar window",
+    ["venue"],
     registry=REGISTRY,
 )
 SINK_RECORDS = Counter(
@@ -54,22 +58,88 @@ SINK_DROPS = Counter(
 )
 
 
-def observe_record(record: dict[str, Any]) -> None:
-    """Count one output record (called once per record on the way to the sinks)."""
-    kind = record["type"]
-    venue = str(record.get("venue") or record.get("trade", {}).get("venue", ""))
-    RECORDS.labels(venue, kind).inc()
-    if kind == "status":
-        event = record["event"]
-        STATUS_EVENTS.labels(venue, event).inc()
+# WebSocket fan-out server (sinks/fanout). Updated about once a second, not per message.
+WS_CLIENTS = Gauge("candlewax_ws_clients", "Connected WebSocket clients", registry=REGISTRY)
+WS_SUBSCRIPTIONS = Gauge(
+    "candlewax_ws_subscriptions", "Active WebSocket subscriptions", registry=REGISTRY
+)
+WS_SENT = Counter(
+    "candlewax_ws_messages_sent_total", "Messages written to WebSocket clients", registry=REGISTRY
+)
+WS_DROPPED = Counter(
+    "candlewax_ws_dropped_total", "Messages dropped for slow WebSocket clients", registry=REGISTRY
+)
+WS_QUEUED = Gauge(
+    "candlewax_ws_queued_messages", "Messages waiting in WebSocket client queues", registry=REGISTRY
+)
+WS_DISCONNECTS = Counter(
+    "candlewax_ws_disconnects_total",
+    "WebSocket clients closed by the server (too_slow, auth)",
+    ["reason"],
+    registry=REGISTRY,
+)
+WS_CLIENT_ERRORS = Counter(
+    "candlewax_ws_client_errors_total",
+    "Client messages rejected (invalid, rate_limited)",
+    ["reason"],
+    registry=REGISTRY,
+)
+
+
+class _FrameCounts(Collector):
+    """``candlewax_frames_total{venue}`` read at scrape time from the normalizers'
+    own counters, so the hot path pays nothing for it."""
+
+    def __init__(self) -> None:
+        self.sources: list[Callable[[], dict[str, int]]] = []
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        family = CounterMetricFamily(
+            "candlewax_frames", "Raw frames received per venue", labels=["venue"]
+        )
+        totals: dict[str, int] = {}
+        for source in list(self.sources):
+            for venue, count in source().items():
+                totals[venue] = totals.get(venue, 0) + count
+        for venue, count in sorted(totals.items()):
+            family.add_metric([venue], count)
+        yield family
+
+
+FRAME_COUNTS = _FrameCounts()
+REGISTRY.register(FRAME_COUNTS)
+
+
+def count_frames_from(source: Callable[[], dict[str, int]]) -> None:
+    """Register a callable returning frames seen per venue (e.g. a Normalizer's stats)."""
+    FRAME_COUNTS.sources.append(source)
+
+
+def observe_records(records: Iterable[dict[str, Any]]) -> None:
+    """Count a batch of output records, aggregated first so the cost per record is a
+    dict increment, not a Prometheus label lookup."""
+    kinds: dict[tuple[str, str], int] = {}
+    events: dict[tuple[str, str], int] = {}
+    for record in records:
+        kind = record["type"]
+        venue = record.get("venue") or record.get("trade", {}).get("venue", "")
+        key = (venue, kind)
+        kinds[key] = kinds.get(key, 0) + 1
+        if kind == "status":
+            ekey = (venue, record["event"])
+            events[ekey] = events.get(ekey, 0) + 1
+    for (venue, kind), n in kinds.items():
+        RECORDS.labels(venue, kind).inc(n)
+        if kind == "dead_letter":
+            DEAD_LETTERS.labels(venue).inc(n)
+        elif kind == "late":
+            LATE_TRADES.labels(venue).inc(n)
+    for (venue, event), n in events.items():
+        STATUS_EVENTS.labels(venue, event).inc(n)
         if event == "connected":
-            CONNECTED.labels(venue).inc()
+            CONNECTED.labels(venue).inc(n)
         elif event == "disconnected":
-            CONNECTED.labels(venue).dec()
-    elif kind == "dead_letter":
-        DEAD_LETTERS.labels(venue).inc()
-    elif kind == "late":
-        LATE_TRADES.labels(venue).inc()
+            CONNECTED.labels(venue).dec(n)
 
 
 def exposition() -> bytes:

@@ -106,6 +106,7 @@ class _LivePartition(StatefulSourcePartition[Item, None]):
             backoff_cap=rc.max_delay_s,
             stall_timeout=rc.stall_timeout_s,
             max_lifetime=rc.max_lifetime_s,
+            snapshot_delay=rc.snapshot_delay_s,
         )
         spec = ConnectionSpec(
             protocol=venue_protocol,

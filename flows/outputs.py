@@ -11,7 +11,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from bytewax.outputs import FixedPartitionedSink, StatefulSinkPartition
+from bytewax.outputs import (
+    DynamicSink,
+    FixedPartitionedSink,
+    StatefulSinkPartition,
+    StatelessSinkPartition,
+)
 
 from candlewax.config import ConsoleSink as ConsoleSinkConfig
 from candlewax.config import JsonlSink as JsonlSinkConfig
@@ -23,6 +28,7 @@ from candlewax.config import RecorderSink as RecorderSinkConfig
 from candlewax.config import RedisSink as RedisSinkConfig
 from candlewax.config import StdoutSink as StdoutSinkConfig
 from candlewax.config import WebsocketSink as WebsocketSinkConfig
+from candlewax.metrics import observe_records
 from sinks.console import ConsoleSink
 from sinks.jsonl import JsonlSink
 from sinks.parquet import ParquetBarSink
@@ -30,6 +36,20 @@ from sinks.recorder import Recorder
 from sinks.stdout import StdoutSink
 
 OPEN_WRITERS: list[Any] = []
+
+
+class _MetricsPartition(StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        observe_records(record for _, record in items)
+
+
+class MetricsSink(DynamicSink[Any]):
+    """Counts every output record into the Prometheus registry, on each worker."""
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _MetricsPartition:
+        return _MetricsPartition()
+
+
 # Records discarded by "null" sinks in this process, by step name (benchmarks read it).
 NULL_WRITTEN: dict[str, int] = {}
 

@@ -22,8 +22,9 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import Source
 
 from candlewax.config import PipelineConfig, resolve_callable
+from candlewax.metrics import count_frames_from
 from flows.inputs import pipeline_input
-from flows.outputs import sinks_for
+from flows.outputs import MetricsSink, sinks_for
 from flows.stateful import book_logic, dedupe_logic, ohlcv_logic
 from operators.events import DepthMsg
 from operators.normalize import Normalizer
@@ -76,6 +77,8 @@ def build_flow(cfg: PipelineConfig, source: Source[Any] | None = None) -> Datafl
         outputs.append(_user_ops(cfg, "book", book_out))
 
     merged = op.merge("all_records", *outputs)
+    op.output("metrics", merged, MetricsSink())
+    count_frames_from(lambda: {v: c.frames for v, c in normalizer.stats.items()})
     recorded: Stream[tuple[str, tuple[RawFrame, str | None]]] | None = None
     for name, sink, stream_kind in sinks_for(cfg):
         if stream_kind == "frames":
