@@ -17,7 +17,7 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import SNAPSHOT_HINT, RawFrame
-from sources.venue import FrameError, Item
+from sources.venue import FrameError, Item, NativeSymbols
 
 _HINT_LEN = len(SNAPSHOT_HINT)
 MAX_STREAMS = 1024  # per connection, both markets
@@ -55,22 +55,10 @@ class BinanceParser:
 
     def __init__(self, symbols: SymbolMap) -> None:
         self._symbols = symbols
-        self._unified: dict[str, str] = {}  # exact native text seen -> unified
+        self._symbol = NativeSymbols(symbols, "symbol")
         # Depth symbols seen per connection: a symbol-less snapshot belongs to its
         # connection's only symbol (several one-symbol captures may share a parser).
         self._depth_by_conn: dict[str, set[str]] = {}
-
-    def _symbol(self, native: Any) -> str:
-        found = self._unified.get(native)
-        if found is None:
-            if native.__class__ is not str:
-                raise FrameError(f"symbol must be a string, got {native!r}")
-            try:
-                found = self._symbols.unified(native)
-            except ValueError as exc:
-                raise FrameError(str(exc)) from None
-            self._unified[native] = found
-        return found
 
     def parse(self, frame: RawFrame) -> list[Item]:
         try:
@@ -214,7 +202,7 @@ class BinanceParser:
         on_conn = self._depth_by_conn.get(conn_id)
         if on_conn is not None and len(on_conn) == 1:
             return next(iter(on_conn))
-        seen = set(self._unified.values())
+        seen = self._symbol.seen()
         if len(seen) == 1:
             return seen.pop()
         configured = self._symbols.configured

@@ -15,7 +15,7 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
-from sources.venue import FrameError, Item
+from sources.venue import FrameError, Item, NativeSymbols
 
 VENUE = "okx"
 _BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
@@ -73,19 +73,7 @@ class OkxParser:
 
     def __init__(self, symbols: SymbolMap) -> None:
         self._symbols = symbols
-        self._unified: dict[str, str] = {}  # instId -> unified
-
-    def _symbol(self, inst_id: Any) -> str:
-        found = self._unified.get(inst_id)
-        if found is None:
-            if inst_id.__class__ is not str:
-                raise FrameError(f"instId must be a string, got {inst_id!r}")
-            try:
-                found = self._symbols.unified(inst_id)
-            except ValueError as exc:
-                raise FrameError(str(exc)) from None
-            self._unified[inst_id] = found
-        return found
+        self._symbol = NativeSymbols(symbols, "instId")
 
     def parse(self, frame: RawFrame) -> list[Item]:
         if frame.text == "pong":

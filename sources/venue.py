@@ -26,6 +26,34 @@ class FrameError(ValueError):
 Item = dict[str, Any] | DepthMsg
 
 
+class NativeSymbols:
+    """Native instrument name -> unified symbol, cached per exact text; a name that
+    cannot be mapped is a FrameError (the frame becomes a dead letter)."""
+
+    __slots__ = ("_cache", "_field", "_symbols")
+
+    def __init__(self, symbols: SymbolMap, field: str) -> None:
+        self._symbols = symbols
+        self._field = field
+        self._cache: dict[str, str] = {}
+
+    def __call__(self, native: Any) -> str:
+        found = self._cache.get(native)
+        if found is None:
+            if native.__class__ is not str:
+                raise FrameError(f"{self._field} must be a string, got {native!r}")
+            try:
+                found = self._symbols.unified(native)
+            except ValueError as exc:
+                raise FrameError(str(exc)) from None
+            self._cache[native] = found
+        return found
+
+    def seen(self) -> set[str]:
+        """Unified symbols looked up so far."""
+        return set(self._cache.values())
+
+
 class Parser(Protocol):
     venue: str
 
