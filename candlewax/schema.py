@@ -264,6 +264,31 @@ def make_bbo(
     }
 
 
+def make_book(
+    venue: str,
+    symbol: str,
+    ts_exchange: int,
+    ts_ingest: int,
+    depth: int,
+    bids: list[tuple[str, str]],
+    asks: list[tuple[str, str]],
+    sequence: int | None,
+) -> dict[str, Any]:
+    """A ``candlewax.schema.Book`` dict; levels are (price, size) 2-tuples."""
+    return {
+        "type": "book",
+        "schema_version": SCHEMA_VERSION,
+        "venue": venue,
+        "symbol": symbol,
+        "ts_exchange": ts_exchange,
+        "ts_ingest": ts_ingest,
+        "depth": depth,
+        "bids": bids,
+        "asks": asks,
+        "sequence": sequence,
+    }
+
+
 def decimal_text(value: Decimal) -> str:
     """Render a Decimal as plain positional text (no exponent, no float artifacts)."""
     text = format(value, "f")

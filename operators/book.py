@@ -27,7 +27,7 @@ from typing import Any
 from sortedcontainers import SortedList
 
 from candlewax import resync
-from candlewax.schema import SCHEMA_VERSION, make_bbo, make_status
+from candlewax.schema import make_bbo, make_book, make_status
 from candlewax.symbols import to_native
 from operators.checksum import OKX_DEPTH, okx_checksum
 from operators.events import DepthMsg
@@ -159,31 +159,6 @@ class OrderBook:
         self.bids = BookSide(descending=True)
         self.asks = BookSide(descending=False)
         self.replace(*state)
-
-
-def make_book(
-    venue: str,
-    symbol: str,
-    ts_exchange: int,
-    ts_ingest: int,
-    depth: int,
-    bids: list[Level],
-    asks: list[Level],
-    sequence: int | None,
-) -> dict[str, Any]:
-    """A ``candlewax.schema.Book`` dict; levels are (price, size) 2-tuples."""
-    return {
-        "type": "book",
-        "schema_version": SCHEMA_VERSION,
-        "venue": venue,
-        "symbol": symbol,
-        "ts_exchange": ts_exchange,
-        "ts_ingest": ts_ingest,
-        "depth": depth,
-        "bids": bids,
-        "asks": asks,
-        "sequence": sequence,
-    }
 
 
 # Sequence rule per venue; venues not listed only take snapshots and plain updates.
