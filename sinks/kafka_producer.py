@@ -1,0 +1,253 @@
+"""An idempotent librdkafka producer that neither crashes on a full queue nor
+loses a message silently.
+
+- Full local queue (``BufferError``, bytewax issue #522): serve delivery reports
+  with ``poll`` and retry, backing off from 1 ms to 200 ms; the flow slows down
+  instead of dying.
+- Delivery errors (reported only for failures: ``delivery.report.only.error``)
+  are counted (``candlewax_sink_errors_total{sink="kafka"}``), logged, reported
+  as ``status`` records (event ``error``) on the status topic, and the message is
+  produced again, up to ``MAX_ATTEMPTS`` times; a permanent error (message too
+  large, topic not authorized, ...) or the last attempt drops it, counted in
+  ``candlewax_sink_dropped_total{sink="kafka"}``.
+- ``checkpoint`` returns once every message produced so far is acknowledged by
+  all in-sync replicas (or dropped and counted). The Bytewax adapter calls it
+  at every epoch end, before the epoch's snapshot is kept, so recovery never
+  skips an unacknowledged message (at-least-once).
+- A fatal producer error (idempotence broken) replaces the producer; the
+  messages it held come back as delivery errors and are produced again.
+
+librdkafka retries transient failures itself (broker restart, leader change)
+for ``message.timeout.ms`` (5 minutes by default) before reporting them; the
+idempotent producer keeps those retries free of duplicates and reordering.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+from confluent_kafka import KafkaError, Message, Producer
+
+from candlewax.metrics import SINK_DROPS, SINK_ERRORS, SINK_RECORDS
+from candlewax.schema import VENUES, make_status
+from sinks.kafka_codec import encode_record
+from sources.kafka_raw import Headers
+
+log = logging.getLogger(__name__)
+
+DEFAULT_PRODUCER: dict[str, Any] = {
+    "enable.idempotence": True,
+    "acks": "all",
+    "linger.ms": 20,
+    "compression.type": "lz4",
+    # The Java client's key -> partition mapping, so every client agrees on it.
+    "partitioner": "murmur2_random",
+}
+MAX_ATTEMPTS = 10
+REPORT_EVERY_S = 10.0
+_PERMANENT = frozenset(
+    {
+        KafkaError.MSG_SIZE_TOO_LARGE,
+        KafkaError.INVALID_MSG,
+        KafkaError.INVALID_MSG_SIZE,
+        KafkaError.INVALID_RECORD,
+        KafkaError.RECORD_LIST_TOO_LARGE,
+        KafkaError.TOPIC_AUTHORIZATION_FAILED,
+        KafkaError.CLUSTER_AUTHORIZATION_FAILED,
+        KafkaError._INVALID_ARG,
+    }
+)
+
+# What a delivery report returns (confluent-kafka's types).
+ReportedHeaders = Headers | dict[str, str | bytes | None] | None
+
+
+@dataclass(slots=True)
+class KafkaStats:
+    produced: int = 0
+    queue_full: int = 0  # produce() calls that found the local queue full and waited
+    delivery_errors: int = 0
+    retried: int = 0
+    dropped: int = 0
+    client_errors: int = 0  # connection-level errors librdkafka recovers from by itself
+    producers: int = 1  # > 1 after a fatal error replaced the producer
+
+
+class ReliableProducer:
+    def __init__(
+        self,
+        brokers: list[str],
+        settings: dict[str, Any] | None = None,
+        *,
+        status_topic: str | None = None,
+        label: str = "kafka",
+    ) -> None:
+        self.config: dict[str, Any] = {
+            **DEFAULT_PRODUCER,
+            **(settings or {}),
+            "bootstrap.servers": ",".join(brokers),
+            "delivery.report.only.error": True,
+            "on_delivery": self._on_delivery,
+            "error_cb": self._on_client_error,
+        }
+        self.status_topic = status_topic
+        self.label = label
+        self.stats = KafkaStats()
+        self.last_error: str | None = None
+        self._producer = Producer(self.config)
+        self._retry: list[tuple[str, bytes | None, bytes | None, ReportedHeaders, int]] = []
+        self._status: list[dict[str, Any]] = []
+        self._reported: dict[tuple[str, str], tuple[float, int]] = {}
+        self._fatal: KafkaError | None = None
+
+    # ---- producing ----
+
+    def produce(self, topic: str, value: bytes, key: str, headers: Headers) -> None:
+        try:
+            self._producer.produce(topic, value, key, headers=headers)
+        except BufferError:
+            self._when_room(lambda: self._producer.produce(topic, value, key, headers=headers))
+
+    def _when_room(self, produce: Callable[[], None]) -> None:
+        """Retry ``produce`` until the local queue has room, serving delivery reports."""
+        self.stats.queue_full += 1
+        delay = 0.001
+        while True:
+            self._producer.poll(delay)
+            try:
+                produce()
+                return
+            except BufferError:
+                delay = min(delay * 2, 0.2)
+
+    def _produce_again(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: bytes | None,
+        headers: ReportedHeaders,
+        attempts: int,
+    ) -> None:
+        callback = partial(self._on_retry_delivery, attempts)
+
+        def produce() -> None:
+            self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
+
+        try:
+            produce()
+        except BufferError:
+            self._when_room(produce)
+
+    def after_batch(self, produced: int) -> None:
+        """Account a batch and serve delivery reports without waiting."""
+        self.stats.produced += produced
+        SINK_RECORDS.labels(self.label).inc(produced)
+        self._producer.poll(0)
+        if self._retry or self._status or self._fatal is not None:
+            self._service()
+
+    def _service(self) -> None:
+        if self._fatal is not None:
+            self._replace_producer()
+        retry, self._retry = self._retry, []
+        for topic, value, key, headers, attempts in retry:
+            self._produce_again(topic, value, key, headers, attempts)
+        status, self._status = self._status, []
+        if self.status_topic is not None:
+            for record in status:
+                status_key, status_value, status_headers = encode_record(self.status_topic, record)
+                self.produce(self.status_topic, status_value, status_key, status_headers)
+
+    def checkpoint(self) -> None:
+        """Block until every message so far is acknowledged (or dropped and counted)."""
+        started = last_log = time.monotonic()
+        while True:
+            self._service()
+            left = self._producer.flush(1.0)
+            if left == 0 and not self._retry and not self._status and self._fatal is None:
+                return
+            now = time.monotonic()
+            if now - last_log >= REPORT_EVERY_S:
+                last_log = now
+                log.warning(
+                    "kafka sink: waiting %.0f s for %d unacknowledged message(s), last error: %s",
+                    now - started,
+                    left + len(self._retry),
+                    self.last_error,
+                )
+
+    def close(self) -> None:
+        self.checkpoint()
+
+    def __len__(self) -> int:
+        """Messages not acknowledged yet."""
+        return len(self._producer) + len(self._retry)
+
+    # ---- callbacks (run inside poll / flush, on the caller's thread) ----
+
+    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed(err, msg, 1)
+
+    def _on_retry_delivery(self, attempts: int, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:
+            self._failed(err, msg, attempts + 1)
+
+    def _failed(self, err: KafkaError, msg: Message, attempts: int) -> None:
+        self.stats.delivery_errors += 1
+        SINK_ERRORS.labels(self.label).inc()
+        topic = msg.topic() or ""
+        self.last_error = f"{err.name()}: {err.str()}"
+        if err.code() in _PERMANENT or attempts >= MAX_ATTEMPTS:
+            self.stats.dropped += 1
+            SINK_DROPS.labels(self.label).inc()
+            action = f"dropped after {attempts} attempt(s)"
+        else:
+            self.stats.retried += 1
+            self._retry.append((topic, msg.value(), msg.key(), msg.headers(), attempts))
+            action = "producing it again"
+        self._report(topic, msg.key(), err, action)
+
+    def _on_client_error(self, err: KafkaError) -> None:
+        self.stats.client_errors += 1
+        self.last_error = f"{err.name()}: {err.str()}"
+        if err.fatal():
+            self._fatal = err
+        now = time.monotonic()
+        last, _ = self._reported.get(("", "client"), (0.0, 0))
+        if err.fatal() or now - last >= REPORT_EVERY_S:
+            self._reported[("", "client")] = (now, 0)
+            log.warning("kafka sink: %s (librdkafka retries by itself)", self.last_error)
+
+    # ---- reporting ----
+
+    def _report(self, topic: str, key: bytes | None, err: KafkaError, action: str) -> None:
+        """Log and queue a status record, at most once per topic and error per 10 s."""
+        now = time.monotonic()
+        slot = (topic, err.name())
+        last, suppressed = self._reported.get(slot, (-REPORT_EVERY_S, 0))
+        if now - last < REPORT_EVERY_S:
+            self._reported[slot] = (last, suppressed + 1)
+            return
+        self._reported[slot] = (now, 0)
+        more = f" (+{suppressed} similar)" if suppressed else ""
+        detail = f"kafka delivery to {topic} failed: {err.name()}: {err.str()}; {action}{more}"
+        log.warning("kafka sink: %s", detail)
+        venue, _, symbol = (key or b"").decode("utf-8", "replace").partition(":")
+        if venue in VENUES and topic != self.status_topic:
+            ts = time.time_ns() // 1000
+            self._status.append(make_status(venue, symbol or None, "error", ts, detail))
+
+    def _replace_producer(self) -> None:
+        fatal, self._fatal = self._fatal, None
+        log.error("kafka sink: fatal producer error (%s), starting a new producer", fatal)
+        old = self._producer
+        old.purge()  # queued messages come back as delivery errors -> produced again
+        old.flush(0)
+        self._producer = Producer(self.config)
+        self.stats.producers += 1
