@@ -96,6 +96,15 @@ def run_demo(out: Path, pace: str = "20x", quiet: bool = False) -> int:
     return 0
 
 
+def _label(record: dict[str, Any]) -> str:
+    kind = record["type"]
+    if kind == "bbo":
+        return f"bbo from {record['origin']}"
+    if kind == "book":
+        return f"top-{record['depth']} book"
+    return str(record.get("event") or record.get("interval") or "")
+
+
 def summary(out: Path, seconds: float) -> str:
     import orjson
 
@@ -106,7 +115,7 @@ def summary(out: Path, seconds: float) -> str:
         if path.exists():
             for raw in path.read_bytes().splitlines():
                 record = orjson.loads(raw)
-                label = record.get("event") or record.get("interval") or record.get("origin")
+                label = _label(record)
                 counts[f"{record.get('venue', '')} {label or ''}".strip()] += 1
         detail = ", ".join(f"{k}: {v}" for k, v in sorted(counts.items())) or "none"
         lines.append(f"  {name + '.jsonl':<18} {sum(counts.values()):>7}  ({detail})")
