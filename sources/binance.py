@@ -280,6 +280,10 @@ class BinanceProtocol:
     def is_control(self, text: str) -> bool:
         return False
 
+    def is_shutdown_notice(self, text: str) -> bool:
+        # Short-circuit on length: data frames are long, the notice is tiny.
+        return len(text) < 256 and '"serverShutdown"' in text
+
 
 PARSER = BinanceParser
 PROTOCOL = BinanceProtocol(

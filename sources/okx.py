@@ -218,6 +218,10 @@ class OkxProtocol:
     def is_control(self, text: str) -> bool:
         return text == "pong"
 
+    def is_shutdown_notice(self, text: str) -> bool:
+        # {"event":"notice","code":"64008","msg":"The connection will soon be closed ..."}
+        return len(text) < 512 and '"notice"' in text and '"event"' in text
+
 
 def _op(op: str, args: list[dict[str, str]]) -> str:
     return orjson.dumps({"op": op, "args": args}).decode()

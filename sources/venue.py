@@ -102,3 +102,9 @@ class VenueProtocol(Protocol):
     def is_control(self, text: str) -> bool:
         """True for keep-alive replies (e.g. OKX 'pong') that carry no data."""
         ...
+
+    def is_shutdown_notice(self, text: str) -> bool:
+        """True for the venue's warning that it will close this connection soon
+        (Binance serverShutdown, OKX notice 64008): the client replaces it early.
+        The frame still goes downstream (the parser reports it as a status)."""
+        ...

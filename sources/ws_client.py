@@ -80,6 +80,7 @@ class _Link:
         self.last_data = self.opened
         self.rollover_at = rollover_at
         self.first_data = asyncio.Event()
+        self.replace_now = asyncio.Event()  # the venue announced it will close this link
         self.reader: asyncio.Task[str] | None = None
         self.pinger: asyncio.Task[None] | None = None
 
@@ -231,9 +232,15 @@ class VenueConnection:
             if link.rollover_at is not None:
                 deadline = min(deadline, link.rollover_at)
             timeout = max(0.0, deadline - time.monotonic())
-            await asyncio.wait(
-                {link.reader, stop_waiter}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
-            )
+            notice = asyncio.ensure_future(link.replace_now.wait())
+            try:
+                await asyncio.wait(
+                    {link.reader, stop_waiter, notice},
+                    timeout=timeout,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+            finally:
+                notice.cancel()
             if stop_waiter.done():
                 return link, "stopped"
             if link.reader.done():
@@ -243,12 +250,15 @@ class VenueConnection:
                 detail = f"{link.conn_id}: no data for {now - link.last_data:.1f}s"
                 self._status("stale", detail)
                 return link, f"stale ({detail})"
-            if link.rollover_at is not None and now >= link.rollover_at:
-                link = await self._rollover(link, stop_waiter)
+            if link.replace_now.is_set():
+                link.replace_now.clear()
+                link = await self._rollover(link, stop_waiter, "the venue announced a shutdown")
+            elif link.rollover_at is not None and now >= link.rollover_at:
+                link = await self._rollover(link, stop_waiter, "before its max lifetime")
 
-    async def _rollover(self, old: _Link, stop_waiter: asyncio.Future[Any]) -> _Link:
+    async def _rollover(self, old: _Link, stop_waiter: asyncio.Future[Any], why: str) -> _Link:
         """Open and subscribe the replacement, let both deliver, then close the old one."""
-        self._status("planned_reconnect", f"replacing {old.conn_id} before its max lifetime")
+        self._status("planned_reconnect", f"replacing {old.conn_id}: {why}")
         try:
             new = await self._open()
         except (OSError, TimeoutError, WebSocketException) as exc:
@@ -290,6 +300,7 @@ class VenueConnection:
         """Deliver every data frame; returns the close reason."""
         venue = self.venue
         is_control = self.protocol.is_control
+        is_notice = self.protocol.is_shutdown_notice
         on_frame = self._on_frame
         try:
             async for message in link.ws:
@@ -300,6 +311,8 @@ class VenueConnection:
                 link.last_data = time.monotonic()
                 if is_control(text):
                     continue
+                if is_notice(text):
+                    link.replace_now.set()
                 on_frame(RawFrame(venue, link.conn_id, ts, text))
                 if not link.first_data.is_set():
                     link.first_data.set()

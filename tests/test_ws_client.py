@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 from collections.abc import Callable
@@ -219,6 +220,63 @@ def test_planned_reconnect_overlaps_connections_without_a_gap() -> None:
     assert conn.connects == len(conn_ids)
 
 
+def test_server_shutdown_notice_replaces_the_connection_early() -> None:
+    """Binance's serverShutdown: the client opens the replacement at once, while the old
+    connection still delivers, instead of waiting for the cut (and losing frames)."""
+    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.exceptions import ConnectionClosed
+
+    served: list[int] = []
+
+    async def handler(ws: ServerConnection) -> None:
+        n = len(served)
+        served.append(n)
+        trade = '{{"stream":"btcusdt@trade","data":{{"e":"trade","t":{}}}}}'
+        if n == 0:
+            await ws.send(trade.format(1))
+            await ws.send('{"e":"serverShutdown","E":1}')
+        with contextlib.suppress(ConnectionClosed):  # streams until the client closes it
+            for i in range(2, 400):
+                await ws.send(trade.format(i if n == 0 else 10_000 + i))
+                await asyncio.sleep(0.005)
+
+    async def main() -> tuple[Recorder, VenueConnection]:
+        async with serve(handler, "127.0.0.1", 0) as server:
+            port = server.sockets[0].getsockname()[1]
+            rec = Recorder("binance")
+            conn = VenueConnection(
+                PROTOCOLS["binance"],
+                f"ws://127.0.0.1:{port}",
+                None,
+                ["BTCUSDT"],
+                ["trades"],
+                rec.on_frame,
+                rec.statuses.append,
+                "t",
+                FAST,
+            )
+            stop = asyncio.Event()
+            task = asyncio.create_task(conn.run(stop))
+            deadline = time.monotonic() + DEADLINE
+            while not rec.events("disconnected") and time.monotonic() < deadline:
+                await asyncio.sleep(0.01)
+            stop.set()
+            await task
+            return rec, conn
+
+    rec, conn = asyncio.run(main())
+    assert served == [0, 1] and conn.connects == 2
+    (planned,) = rec.events("planned_reconnect")
+    assert "announced a shutdown" in planned["detail"]
+    assert not rec.events("reconnecting")
+    first_close = rec.events("disconnected")[0]
+    assert "t1: replaced by t2" in first_close["detail"]
+    data = rec.data()
+    first_new = next(i for i, f in enumerate(data) if f.conn_id == "t2")
+    # The old connection kept delivering after the new one started: no hole.
+    assert any(f.conn_id == "t1" for f in data[first_new:])
+
+
 def test_resync_request_fetches_and_injects_a_new_binance_snapshot() -> None:
     sim = Simulator("binance", BTC, limit=150)
     rec = Recorder("binance", ["BTC/USDT"])
@@ -333,3 +391,21 @@ def test_live_feed_delivers_frames_and_status_from_its_thread() -> None:
     assert {f.conn_id for f in frames} == {"p0-1"}
     assert [s["event"] for s in statuses] == ["connected", "subscribed", "disconnected"]
     assert statuses[-1]["detail"] == "p0-1: stopped"
+
+
+def test_shutdown_notices_are_recognised_and_data_is_not() -> None:
+    binance, okx = PROTOCOLS["binance"], PROTOCOLS["okx"]
+    assert binance.is_shutdown_notice('{"e":"serverShutdown","E":1723161255208}')
+    okx_notice = '{"event":"notice","code":"64008","msg":"The connection will soon be closed"}'
+    assert okx.is_shutdown_notice(okx_notice)
+    for frame in load_frames(BTC, 300):
+        assert not binance.is_shutdown_notice(frame)
+    for frame in load_frames(OKX_V5, 300):
+        assert not okx.is_shutdown_notice(frame)
+
+
+def load_frames(path: Path, n: int) -> list[str]:
+    from sources.replay import read_capture
+
+    frames = read_capture(path, "okx" if "okx" in path.parts else "binance")
+    return [f.text for _, f in zip(range(n), frames, strict=False)]
