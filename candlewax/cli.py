@@ -19,6 +19,7 @@ examples:
   candlewax run examples/live.yaml                # live Binance + OKX
   candlewax replay fixtures/captures/binance/hftbacktest_spot_btcusdt_20240808.txt.gz \\
       --venue binance --out out/btc --intervals 1s,1m
+  candlewax replay CAPTURE --venue binance --out out/btc --ws 127.0.0.1:8765 --pace 10x
   candlewax simulate --venue binance --capture CAPTURE --port 9443
   candlewax schema > schema.json                  # the output contract as JSON Schema
 
@@ -65,6 +66,26 @@ def _parser() -> argparse.ArgumentParser:
     )
     rep.add_argument("--config", type=Path, help="YAML whose operators section to use")
     rep.add_argument("--pace", default="max", help="max, recorded or <N>x")
+    rep.add_argument(
+        "--kafka",
+        metavar="HOST:PORT",
+        help="also publish to Kafka (market.norm.*, market.raw.<venue>, market.dlq)",
+    )
+    rep.add_argument(
+        "--redis", metavar="URL", help="also write to Redis (latest state, streams, pub/sub)"
+    )
+    rep.add_argument(
+        "--ws",
+        metavar="HOST:PORT",
+        help="also serve the records (and raw frames) on ws://HOST:PORT/stream, with "
+        "/status, /metrics, /snapshot on the same port (docs/fanout.md)",
+    )
+    rep.add_argument(
+        "--linger",
+        type=float,
+        metavar="SECONDS",
+        help="with --ws: keep serving this long after the replay ends (default: until Ctrl-C)",
+    )
 
     demo = sub.add_parser(
         "demo",

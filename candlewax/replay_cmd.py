@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import time
 from typing import Any
 
-from candlewax.config import PipelineConfig, load_config, parse_config
+from candlewax.config import ConfigError, PipelineConfig, WebsocketSink, load_config, parse_config
 
 
 def replay_config(args: argparse.Namespace) -> PipelineConfig:
@@ -30,13 +31,62 @@ def replay_config(args: argparse.Namespace) -> PipelineConfig:
         "operators": operators,
         "sinks": [{"type": "jsonl", "path": str(args.out)}],
     }
+    # Kafka and Redis sinks with default settings, next to the JSONL directory.
+    if getattr(args, "kafka", None):
+        data["sinks"].append({"type": "kafka", "brokers": args.kafka})
+    if getattr(args, "redis", None):
+        data["sinks"].append({"type": "redis", "url": args.redis})
+    if getattr(args, "ws", None):
+        host, port = ws_address(args.ws)
+        data["sinks"].append({"type": "websocket", "host": host, "port": port, "raw": True})
     return parse_config(data, "candlewax replay")
+
+
+def ws_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT``, ``:PORT`` (all interfaces) or ``[IPv6]:PORT``."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or int(port) > 65535:
+        raise ConfigError(f"--ws {text!r}: expected HOST:PORT, e.g. 127.0.0.1:8765")
+    return host.strip("[]") or "0.0.0.0", int(port)
 
 
 def replay(args: argparse.Namespace) -> int:
     from flows.progress import run_with_progress
 
     cfg = replay_config(args)
-    run_with_progress(cfg, label=f"replaying {args.capture.name}")
+    ws = next((sink for sink in cfg.sinks if isinstance(sink, WebsocketSink)), None)
+    if ws is None:
+        run_with_progress(cfg, label=f"replaying {args.capture.name}")
+    else:
+        _replay_served(cfg, ws, args)
     print(f"wrote {args.out}/{{trades,bars,book,status,late,dead_letter}}.jsonl")
+    if getattr(args, "kafka", None):
+        print(f"published to kafka {args.kafka} (market.norm.*, market.raw.{args.venue})")
+    if getattr(args, "redis", None):
+        print(f"wrote to redis {args.redis} (candlewax:* keys)")
     return 0
+
+
+def _replay_served(cfg: PipelineConfig, ws: WebsocketSink, args: argparse.Namespace) -> None:
+    """The server starts before the replay (clients may connect first) and keeps the
+    latest state for snapshots after it, for ``--linger`` seconds or until Ctrl-C."""
+    from flows.progress import run_with_progress
+    from sinks.fanout.server import acquire, release
+
+    try:
+        server = acquire(ws)
+    except OSError as exc:
+        raise ConfigError(f"--ws {args.ws}: cannot listen: {exc.strerror or exc}") from None
+    try:
+        print(f"serving {server.url}  (status: {server.http_url}/status)", flush=True)
+        run_with_progress(cfg, label=f"replaying {args.capture.name}")
+        linger = args.linger
+        until = "Ctrl-C" if linger is None else f"{linger:g}s"
+        print(f"replay finished; still serving {server.url} for {until}", flush=True)
+        deadline = None if linger is None else time.monotonic() + linger
+        while deadline is None or time.monotonic() < deadline:
+            time.sleep(0.1 if deadline is None else max(0.0, min(0.1, deadline - time.monotonic())))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        release(server)

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import signal
 import threading
+from datetime import timedelta
 from types import FrameType
 from typing import Any
 
+from bytewax.recovery import RecoveryConfig, init_db_dir
 from bytewax.run import cli_main
 from bytewax.testing import run_main
 
@@ -42,10 +44,29 @@ def run_pipeline(cfg: PipelineConfig) -> None:
     flow = build_flow(cfg)
     previous = _install_stop_handlers()
     try:
+        epoch, recovery = recovery_settings(cfg)
         if cfg.workers == 1:
-            run_main(flow)  # type: ignore[no-untyped-call]
+            run_main(flow, epoch_interval=epoch, recovery_config=recovery)  # type: ignore[no-untyped-call]
         else:
-            cli_main(flow, workers_per_process=cfg.workers)  # type: ignore[no-untyped-call]
+            cli_main(  # type: ignore[no-untyped-call]
+                flow,
+                workers_per_process=cfg.workers,
+                epoch_interval=epoch,
+                recovery_config=recovery,
+            )
     finally:
         for sig, old in previous:
             signal.signal(sig, old)
+
+
+def recovery_settings(cfg: PipelineConfig) -> tuple[timedelta | None, RecoveryConfig | None]:
+    """Epoch length and Bytewax recovery store of ``recovery:`` (created on first use)."""
+    if cfg.recovery is None:
+        return None, None
+    directory = cfg.recovery.dir
+    directory.mkdir(parents=True, exist_ok=True)
+    if not any(directory.glob("part-*.sqlite3")):
+        init_db_dir(directory, 1)  # type: ignore[no-untyped-call]
+    backup = timedelta(seconds=cfg.recovery.backup_interval_s)
+    store = RecoveryConfig(directory, backup)  # type: ignore[no-untyped-call]
+    return timedelta(seconds=cfg.recovery.snapshot_interval_s), store

@@ -12,18 +12,25 @@ Topic layout: sinks/kafka_topics.py. Guide: docs/kafka_redis.md.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Sequence
 from typing import Any
+
+import orjson
+from confluent_kafka import KafkaException
 
 from candlewax.config import KafkaSink as KafkaSinkConfig
 from candlewax.schema import make_dead_letter
 from sinks.base import check_channels
-from sinks.kafka_codec import encode_record
+from sinks.kafka_codec import encode_record, exact
 from sinks.kafka_producer import ReliableProducer
 from sinks.kafka_topics import all_topics, ensure_topics, record_topics
-from sinks.message_ids import frame_id_of, id_head
+from sinks.message_ids import ID_OF
 from sources.frames import RawFrame
 from sources.kafka_raw import CONN_HEADER, HINT_HEADER, ID_HEADER, TS_HEADER, Headers, raw_topic
+
+# Types with a plain "venue:symbol" key and a value-independent id.
+FAST_ID = {kind: ID_OF[kind] for kind in ("trade", "bbo", "book", "bar")}
 
 
 def _producer(cfg: KafkaSinkConfig, venues: Iterable[str], raw: bool) -> ReliableProducer:
@@ -49,27 +56,43 @@ class KafkaRecordSink:
         self.producer = _producer(cfg, venues, raw=False)
 
     def write_batch(self, records: list[dict[str, Any]]) -> None:
+        # encode_record inlined for the frequent types (the loop runs per record;
+        # bench/sinks.py measures it against the bare producer); the rest, and
+        # anything odd, takes encode_record itself.
         topics = self.topics
-        produce = self.producer.produce
+        produce = self.producer.hot_produce()
+        failed = self.producer.produce_failed
+        dumps = orjson.dumps
         produced = 0
         for record in records:
-            topic = topics.get(record["type"])
+            kind = record["type"]
+            topic = topics.get(kind)
             if topic is None:
                 continue  # channel not selected
+            make_id = FAST_ID.get(kind)
             try:
-                key, value, headers = encode_record(topic, record)
-            except TypeError as exc:  # a bug upstream: keep it, as a dead letter
-                letter = make_dead_letter(
-                    str(record.get("venue", "")),
-                    0,
-                    f"kafka sink cannot encode: {exc}",
-                    repr(record),
-                )
-                topic = self.dlq
-                key, value, headers = encode_record(topic, letter)
-            produce(topic, value, key, headers)
+                if make_id is not None:
+                    key = f"{record['venue']}:{record['symbol']}"
+                    value = dumps(record, default=exact)
+                    headers: Headers = [(ID_HEADER, make_id(key, record))]
+                else:
+                    key, value, headers = encode_record(record)
+            except (TypeError, KeyError) as exc:  # a bug upstream: keep it, as a dead letter
+                topic, key, value, headers = self._dead_letter(record, exc)
+            try:
+                produce(topic, value, key, headers=headers)
+            except (BufferError, KafkaException) as exc:
+                failed(topic, value, key, headers, exc)
             produced += 1
         self.producer.after_batch(produced)
+
+    def _dead_letter(
+        self, record: dict[str, Any], exc: Exception
+    ) -> tuple[str, str, bytes, Headers]:
+        venue = str(record.get("venue", ""))
+        reason = f"kafka sink cannot encode: {type(exc).__name__}: {exc}"
+        key, value, headers = encode_record(make_dead_letter(venue, 0, reason, repr(record)))
+        return self.dlq, key, value, headers
 
     def checkpoint(self) -> None:
         self.producer.checkpoint()
@@ -85,43 +108,49 @@ class KafkaRawSink:
         self.prefix = cfg.topic_prefix
         self.dlq = f"{cfg.topic_prefix}.dlq"
         self.producer = _producer(cfg, venues, raw=True)
-        self._routes: dict[tuple[str, str | None], tuple[str, str, bytes]] = {}
+        self._routes: dict[tuple[str, str | None], tuple[str, str]] = {}
 
-    def _route(self, venue: str, symbol: str | None) -> tuple[str, str, bytes]:
-        """(topic, key, id head) of a venue and symbol, computed once."""
-        topic = raw_topic(self.prefix, venue)
-        key = f"{venue}:{symbol or ''}"
-        route = self._routes[(venue, symbol)] = (topic, key, id_head(topic, key))
+    def _route(self, venue: str, symbol: str | None) -> tuple[str, str]:
+        """(topic, key) of a venue and symbol, computed once."""
+        route = self._routes[(venue, symbol)] = (
+            raw_topic(self.prefix, venue),
+            f"{venue}:{symbol or ''}",
+        )
         return route
 
     def write_batch(self, items: Sequence[tuple[RawFrame, str | None]]) -> None:
         # The per-frame work of frame_headers / frame_id, inlined: this loop runs for
         # every frame received (bench/sinks.py measures it against the bare producer).
-        produce = self.producer.produce
+        produce = self.producer.hot_produce()
+        failed = self.producer.produce_failed
         routes = self._routes
+        crc32 = zlib.crc32
         for frame, symbol in items:
-            route = routes.get((frame.venue, symbol)) or self._route(frame.venue, symbol)
-            topic, key, head = route
+            venue, conn_id, ts_ingest, text, hint = frame  # one unpack, not five lookups
+            route = routes.get((venue, symbol)) or self._route(venue, symbol)
             try:
-                value = frame.text.encode()
+                value = text.encode()
             except UnicodeEncodeError as exc:  # lone surrogates: not UTF-8, cannot round-trip
-                self._dead_letter(frame, f"raw frame is not UTF-8: {exc}")
+                self._frame_dead_letter(frame, f"raw frame is not UTF-8: {exc}")
                 continue
-            ts = str(frame.ts_ingest).encode()
-            conn = frame.conn_id.encode()
+            ts = str(ts_ingest)
+            # frame_id_of, inlined
             headers: Headers = [
-                (ID_HEADER, frame_id_of(head, conn, ts, value)),
+                (ID_HEADER, "%s:%s:%08x" % (conn_id, ts, crc32(value))),  # noqa: UP031
                 (TS_HEADER, ts),
-                (CONN_HEADER, conn),
+                (CONN_HEADER, conn_id),
             ]
-            if frame.hint is not None:
-                headers.append((HINT_HEADER, frame.hint.encode()))
-            produce(topic, value, key, headers)
+            if hint is not None:
+                headers.append((HINT_HEADER, hint))
+            try:
+                produce(route[0], value, route[1], headers=headers)
+            except (BufferError, KafkaException) as exc:
+                failed(route[0], value, route[1], headers, exc)
         self.producer.after_batch(len(items))
 
-    def _dead_letter(self, frame: RawFrame, reason: str) -> None:
+    def _frame_dead_letter(self, frame: RawFrame, reason: str) -> None:
         letter = make_dead_letter(frame.venue, frame.ts_ingest, reason, repr(frame.text))
-        key, value, headers = encode_record(self.dlq, letter)
+        key, value, headers = encode_record(letter)
         self.producer.produce(self.dlq, value, key, headers)
 
     def checkpoint(self) -> None:

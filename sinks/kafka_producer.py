@@ -31,7 +31,7 @@ from dataclasses import dataclass
 from functools import partial
 from typing import Any
 
-from confluent_kafka import KafkaError, Message, Producer
+from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from candlewax.metrics import SINK_DROPS, SINK_ERRORS, SINK_RECORDS
 from candlewax.schema import VENUES, make_status
@@ -104,14 +104,36 @@ class ReliableProducer:
         self._status: list[dict[str, Any]] = []
         self._reported: dict[tuple[str, str], tuple[float, int]] = {}
         self._fatal: KafkaError | None = None
+        self.closed = False
 
     # ---- producing ----
 
     def produce(self, topic: str, value: bytes, key: str, headers: Headers) -> None:
         try:
-            self._producer.produce(topic, value, key, headers=headers)
-        except BufferError:
+            try:
+                self._producer.produce(topic, value, key, headers=headers)
+            except BufferError:
+                self._when_room(lambda: self._producer.produce(topic, value, key, headers=headers))
+        except KafkaException as exc:  # refused locally: too large, unknown partition, ...
+            self._refused(topic, key, exc)
+
+    def hot_produce(self) -> Callable[..., None]:
+        """librdkafka's ``produce`` itself, for a sink's per-message loop: call it as
+        ``produce(topic, value, key, headers=headers)`` and hand a BufferError or
+        KafkaException to ``produce_failed``. Fetch it once per batch (a fatal error
+        replaces the producer)."""
+        return self._producer.produce
+
+    def produce_failed(
+        self, topic: str, value: bytes, key: str, headers: Headers, exc: Exception
+    ) -> None:
+        """What ``produce`` does when the first try raised ``exc``."""
+        try:
+            if not isinstance(exc, BufferError):
+                raise exc
             self._when_room(lambda: self._producer.produce(topic, value, key, headers=headers))
+        except KafkaException as refused:
+            self._refused(topic, key, refused)
 
     def _when_room(self, produce: Callable[[], None]) -> None:
         """Retry ``produce`` until the local queue has room, serving delivery reports."""
@@ -139,9 +161,22 @@ class ReliableProducer:
             self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
 
         try:
-            produce()
-        except BufferError:
-            self._when_room(produce)
+            try:
+                produce()
+            except BufferError:
+                self._when_room(produce)
+        except KafkaException as exc:
+            self._refused(topic, key, exc)
+
+    def _refused(self, topic: str, key: str | bytes | None, exc: KafkaException) -> None:
+        err: KafkaError = exc.args[0]
+        self.stats.delivery_errors += 1
+        self.stats.dropped += 1
+        SINK_ERRORS.labels(self.label).inc()
+        SINK_DROPS.labels(self.label).inc()
+        self.last_error = f"{err.name()}: {err.str()}"
+        raw_key = key.encode() if isinstance(key, str) else key
+        self._report(topic, raw_key, err, "refused by the producer, dropped")
 
     def after_batch(self, produced: int) -> None:
         """Account a batch and serve delivery reports without waiting."""
@@ -160,7 +195,7 @@ class ReliableProducer:
         status, self._status = self._status, []
         if self.status_topic is not None:
             for record in status:
-                status_key, status_value, status_headers = encode_record(self.status_topic, record)
+                status_key, status_value, status_headers = encode_record(record)
                 self.produce(self.status_topic, status_value, status_key, status_headers)
 
     def checkpoint(self) -> None:
@@ -182,11 +217,13 @@ class ReliableProducer:
                 )
 
     def close(self) -> None:
+        if self.closed:
+            return
         self.checkpoint()
-
-    def __len__(self) -> int:
-        """Messages not acknowledged yet."""
-        return len(self._producer) + len(self._retry)
+        self.closed = True
+        # The producer holds our callbacks (a cycle through self): dropping it here frees
+        # librdkafka's threads and sockets now rather than at the next cyclic GC.
+        del self._producer
 
     # ---- callbacks (run inside poll / flush, on the caller's thread) ----
 

@@ -18,13 +18,15 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterable
-from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from sinks.message_ids import record_key
 from sources.kafka_raw import raw_topic
+
+__all__ = ["all_topics", "ensure_topics", "record_key", "record_topics"]
 
 TOPIC_OF_TYPE = {
     "trade": "norm.trades",
@@ -58,14 +60,6 @@ def all_topics(prefix: str, venues: Iterable[str], raw: bool) -> list[str]:
     if raw:
         names.update(raw_topic(prefix, venue) for venue in venues)
     return sorted(names)
-
-
-def record_key(record: dict[str, Any]) -> str:
-    """``"venue:symbol"`` of a record (a late record: of its trade); ``"venue:"`` without one."""
-    if record.get("type") == "late":
-        trade = record["trade"]
-        return f"{trade['venue']}:{trade['symbol']}"
-    return f"{record.get('venue', '')}:{record.get('symbol') or ''}"
 
 
 def ensure_topics(

@@ -38,14 +38,15 @@ def raw_topic(prefix: str, venue: str) -> str:
     return f"{prefix}.raw.{venue}"
 
 
-def frame_headers(frame: RawFrame, msg_id: bytes) -> Headers:
+def frame_headers(frame: RawFrame, msg_id: str) -> Headers:
+    """Headers of a raw message (text values: confluent-kafka encodes them as UTF-8)."""
     headers: Headers = [
         (ID_HEADER, msg_id),
-        (TS_HEADER, str(frame.ts_ingest).encode()),
-        (CONN_HEADER, frame.conn_id.encode()),
+        (TS_HEADER, str(frame.ts_ingest)),
+        (CONN_HEADER, frame.conn_id),
     ]
     if frame.hint is not None:
-        headers.append((HINT_HEADER, frame.hint.encode()))
+        headers.append((HINT_HEADER, frame.hint))
     return headers
 
 
@@ -97,5 +98,6 @@ def kafka_inputs(cfg: PipelineConfig) -> dict[str, tuple[str, KafkaInput]]:
 
 
 def consumer_settings(kin: KafkaInput) -> dict[str, Any]:
-    """Extra consumer settings: offsets live in the Bytewax recovery store, not the group."""
-    return {"enable.auto.offset.store": False, **kin.consumer}
+    """Extra consumer settings. (Bytewax's KafkaSource commits no offsets: they live in
+    its recovery store; it also hands these settings to an AdminClient.)"""
+    return dict(kin.consumer)
