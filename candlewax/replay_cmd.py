@@ -71,7 +71,7 @@ def _replay_served(cfg: PipelineConfig, ws: WebsocketSink, args: argparse.Namesp
     """The server starts before the replay (clients may connect first) and keeps the
     latest state for snapshots after it, for ``--linger`` seconds or until Ctrl-C."""
     from flows.progress import run_with_progress
-    from sinks.fanout.server import acquire, release
+    from sinks.fanout.threaded import acquire, release
 
     try:
         server = acquire(ws)

@@ -1,0 +1,430 @@
+"""Frame-in to client-out latency of the WebSocket fan-out, on loopback.
+
+Run from the repository root::
+
+    /work/venv/bin/python bench/fanout.py               # every scenario (~1.5 min)
+    /work/venv/bin/python bench/fanout.py --quick       # shorter runs (~30 s)
+    /work/venv/bin/python bench/fanout.py --scenario one-firehose --seconds 20
+    /work/venv/bin/python bench/fanout.py --switch-interval 0.0005   # GIL hand-off tuning
+
+What runs: this process runs the real dataflow (``flows.pipeline.build_flow``,
+normalize -> sinks, dedupe / bars / books off so every frame makes exactly one
+trade record) with the ``websocket`` sink. Its input is a paced in-memory
+source: the real Binance spot trade frames of the bundled capture, with the
+symbol rewritten to one of ``--symbols`` synthetic markets (S000/USDT, ...),
+emitted at ``--rate`` frames per second in 1 ms ticks. Each frame's
+``ts_ingest`` is stamped with the wall clock when the source hands it to the
+engine: that is "frame in". A second process holds the client connections
+(a minimal WebSocket reader on asyncio, so the client's own cost stays small)
+and takes "client out" as the wall clock when the bytes of a message reach it;
+latency = client out - ts_ingest of every record received. Both processes use
+the same machine clock. The first second is warm-up and not counted; every run
+stops by itself (the source ends after --seconds, the clients 3 s after the
+last message or at a hard deadline).
+
+Scenarios (2-core machines: the server, the engine and every client share them):
+
+- one-firehose: 1 client subscribed to everything, no batching.
+- one-sdk:      the same through the Python SDK (typed pydantic objects).
+- 1000-by-symbol: 1,000 clients, each subscribed to one of 100 symbols
+  (10 per symbol), no batching: 10k msg/s in, 100k msg/s out.
+- 1000-by-symbol-batched: the same with batch_ms 20.
+- 1000-firehose-batched: 1,000 clients subscribed to everything at --firehose-rate
+  (default 1,000 msg/s in -> 1M records/s out) with batch_ms 50.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import gc
+import multiprocessing as mp
+import os
+import platform
+import re
+import sys
+import time
+from array import array
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.testing import run_main
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from candlewax.config import WebsocketSink, parse_config  # noqa: E402
+from flows.pipeline import build_flow  # noqa: E402
+from sinks.fanout.threaded import acquire, release  # noqa: E402
+from sources.frames import RawFrame  # noqa: E402
+from sources.replay import read_capture  # noqa: E402
+
+CAPTURE = ROOT / "fixtures/captures/binance/hftbacktest_spot_btcusdt_20240808.txt.gz"
+TICK_S = 0.001
+WARMUP_S = 1.0
+TS_RE = re.compile(rb'"ts_ingest":(\d+)')
+
+
+# ---- input: paced real trade frames ----
+
+
+def trade_texts(symbols: int) -> list[str]:
+    """The capture's trade frames, round-robin over ``symbols`` synthetic markets."""
+    texts = [f.text for f in read_capture(CAPTURE, "binance") if '"e":"trade"' in f.text]
+    texts = texts[: len(texts) // symbols * symbols]  # frame i is for symbol i % symbols
+    out = []
+    for i, text in enumerate(texts):
+        native = f"S{i % symbols:03d}USDT"
+        out.append(text.replace("btcusdt@", native.lower() + "@").replace("BTCUSDT", native))
+    return out
+
+
+class _Paced(StatefulSourcePartition[RawFrame, None]):
+    def __init__(self, texts: list[str], rate: float, seconds: float) -> None:
+        self.texts = texts
+        self.rate = rate
+        self.total = int(rate * seconds)
+        self.sent = 0
+        self.start: float | None = None
+        self.awake: datetime | None = None
+
+    def next_batch(self) -> list[RawFrame]:
+        now = time.monotonic()
+        if self.start is None:
+            self.start = now
+        if self.sent >= self.total:
+            raise StopIteration
+        due = min(self.total, int((now - self.start) * self.rate))
+        stamp = time.time_ns() // 1000  # frame in
+        texts, n = self.texts, len(self.texts)
+        batch = [RawFrame("binance", "bench", stamp, texts[i % n]) for i in range(self.sent, due)]
+        self.sent = due
+        self.awake = datetime.now(UTC) + timedelta(seconds=TICK_S)
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        return self.awake
+
+    def snapshot(self) -> None:
+        return None
+
+
+class PacedSource(FixedPartitionedSource[RawFrame, None]):
+    def __init__(self, texts: list[str], rate: float, seconds: float) -> None:
+        self.args = (texts, rate, seconds)
+
+    def list_parts(self) -> list[str]:
+        return ["paced"]
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _Paced:
+        return _Paced(*self.args)
+
+
+# ---- clients (second process) ----
+
+
+class _Reader(asyncio.Protocol):
+    """The least a WebSocket client can do: handshake, one masked subscribe frame,
+    then split server frames and read every record's ts_ingest."""
+
+    def __init__(self, host: str, port: int, path: str, subscribe: bytes, out: _Sink) -> None:
+        self.request = (
+            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
+        ).encode()
+        self.subscribe = subscribe
+        self.out = out
+        self.buf = b""
+        self.open = False
+        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: Any) -> None:
+        self.transport = transport
+        transport.write(self.request)
+
+    def data_received(self, data: bytes) -> None:
+        now = time.time_ns() // 1000  # client out
+        buf = self.buf + data
+        if not self.open:
+            end = buf.find(b"\r\n\r\n")
+            if end < 0:
+                self.buf = buf
+                return
+            if not buf.startswith(b"HTTP/1.1 101"):
+                raise RuntimeError(buf[:200].decode(errors="replace"))
+            self.open = True
+            self.transport.write(_masked_text(self.subscribe))
+            buf = buf[end + 4 :]
+        pos, size = 0, len(buf)
+        while size - pos >= 2:
+            opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+            head = 2
+            if length == 126:
+                if size - pos < 4:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+            elif length == 127:
+                if size - pos < 10:
+                    break
+                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+            if size - pos < head + length:
+                break
+            if opcode == 1:
+                self.out.message(buf[pos + head : pos + head + length], now, self)
+            pos += head + length
+        self.buf = buf[pos:]
+
+
+def _masked_text(payload: bytes) -> bytes:
+    mask = os.urandom(4)
+    masked = bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+    return bytes((0x81, 0x80 | len(payload))) + mask + masked
+
+
+class _Sink:
+    def __init__(self) -> None:
+        self.latencies = array("q")
+        self.records = 0
+        self.messages = 0
+        self.dropped = 0
+        self.first_ts: int | None = None
+        self.last_rx = 0.0
+
+    def message(self, payload: bytes, now: int, reader: _Reader) -> None:
+        if payload.startswith(b'{"type":"subscribed"'):
+            if not reader.ready.done():
+                reader.ready.set_result(None)
+            return
+        if payload.startswith(b'{"type":"dropped"'):
+            self.dropped += int(re.search(rb'"count":(\d+)', payload).group(1))  # type: ignore[union-attr]
+            return
+        stamps = TS_RE.findall(payload)
+        if not stamps:
+            return
+        self.messages += 1
+        self.last_rx = time.monotonic()
+        first = self.first_ts
+        if first is None:
+            first = self.first_ts = int(stamps[0])
+        cutoff = first + int(WARMUP_S * 1e6)
+        for raw in stamps:
+            ts = int(raw)
+            self.records += 1
+            if ts >= cutoff:
+                self.latencies.append(now - ts)
+
+
+async def _clients(url: str, subscriptions: list[bytes], deadline_s: float, conn: Any) -> None:
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    path = "/" + url.split("//")[1].split("/", 1)[1]
+    loop = asyncio.get_running_loop()
+    sink = _Sink()
+    gate = asyncio.Semaphore(50)  # do not overflow the listen backlog
+
+    async def one(subscribe: bytes) -> Any:
+        async with gate:
+            transport, reader = await loop.create_connection(
+                lambda: _Reader(host, int(port), path, subscribe, sink), host, int(port)
+            )
+            await asyncio.wait_for(reader.ready, 30)
+            return transport
+
+    transports = await asyncio.gather(*(one(s) for s in subscriptions))
+    conn.send("ready")
+    hard_stop = time.monotonic() + deadline_s
+    while time.monotonic() < hard_stop:
+        await asyncio.sleep(0.2)
+        if sink.last_rx and time.monotonic() - sink.last_rx > 3.0:
+            break
+    for transport in transports:
+        transport.close()
+    conn.send((sink.latencies.tobytes(), sink.records, sink.messages, sink.dropped))
+
+
+def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn: Any) -> None:
+    gc.disable()
+    asyncio.run(_clients(url, subscriptions, deadline_s, conn))
+
+
+def sdk_client_process(url: str, deadline_s: float, conn: Any) -> None:
+    from candlewax.client import Stream
+
+    async def main() -> None:
+        sink = _Sink()
+        stream = Stream(url, channels=["trades"], on_connect=lambda s: conn.send("ready"))
+        hard_stop = time.monotonic() + deadline_s
+        it = stream.__aiter__()
+        while time.monotonic() < hard_stop:
+            try:
+                trade = await asyncio.wait_for(it.__anext__(), 3.0 if sink.records else 60.0)
+            except TimeoutError:
+                break
+            now = time.time_ns() // 1000
+            ts = trade.ts_ingest  # type: ignore[union-attr]
+            sink.records += 1
+            if sink.first_ts is None:
+                sink.first_ts = ts
+            if ts >= sink.first_ts + WARMUP_S * 1e6:
+                sink.latencies.append(now - ts)
+        await stream.close()
+        conn.send((sink.latencies.tobytes(), sink.records, sink.records, stream.stats.dropped))
+
+    asyncio.run(main())
+
+
+# ---- one run ----
+
+
+@dataclass
+class Result:
+    name: str
+    clients: int
+    rate: float
+    expected: int
+    received: int
+    messages: int
+    dropped: int
+    server_dropped: int
+    latencies: list[int]
+
+    def row(self) -> str:
+        lat = sorted(self.latencies)
+
+        def pct(p: float) -> str:
+            return f"{lat[min(len(lat) - 1, int(p * len(lat)))] / 1000:.2f}" if lat else "-"
+
+        loss = 1 - self.received / self.expected if self.expected else 0.0
+        return (
+            f"| {self.name} | {self.clients} | {self.rate:,.0f} | {self.expected:,} | "
+            f"{self.received:,} ({loss:.2%} lost) | {pct(0.5)} | {pct(0.99)} | {pct(0.999)} | "
+            f"{(lat[-1] / 1000 if lat else 0):.1f} |"
+        )
+
+
+def run(
+    name: str,
+    *,
+    clients: int,
+    rate: float,
+    seconds: float,
+    symbols: int,
+    batch_ms: float = 0.0,
+    by_symbol: bool = False,
+    sdk: bool = False,
+) -> Result:
+    texts = trade_texts(symbols)
+    ws = {"type": "websocket", "host": "127.0.0.1", "port": 0, "batch_ms": batch_ms}
+    ws |= {"queue_size": 100_000, "max_lag_s": None, "heartbeat_s": 3600}
+    server = acquire(WebsocketSink.model_validate(ws))
+    try:
+        cfg = parse_config(
+            {
+                "name": "bench-fanout",
+                "sources": [_source(symbols)],
+                "operators": {
+                    "dedupe": {"enabled": False},
+                    "ohlcv": {"enabled": False},
+                    "book": {"enabled": False},
+                },
+                "sinks": [{**ws, "port": server.address[1]}],
+            }
+        )
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        deadline = seconds + 90
+        if sdk:
+            proc = ctx.Process(target=sdk_client_process, args=(server.url, deadline, child))
+        else:
+            subs = []
+            for i in range(clients):
+                request: dict[str, Any] = {"type": "subscribe", "channels": ["trades"]}
+                if by_symbol:
+                    request["symbols"] = [f"S{i % symbols:03d}/USDT"]
+                subs.append(_json(request))
+            proc = ctx.Process(target=client_process, args=(server.url, subs, deadline, child))
+        proc.start()
+        if not parent.poll(120) or parent.recv() != "ready":
+            raise RuntimeError("clients did not connect")
+        flow = build_flow(cfg, source=PacedSource(texts, rate, seconds))
+        run_main(flow)  # type: ignore[no-untyped-call]
+        raw, records, messages, dropped = parent.recv()
+        proc.join(30)
+        server_dropped = server.call(lambda hub: hub.dropped())
+    finally:
+        release(server)
+    latencies = array("q")
+    latencies.frombytes(raw)
+    total = int(rate * seconds)
+    expected = total * clients // symbols if by_symbol else total * clients
+    return Result(
+        name, clients, rate, expected, records, messages, dropped, server_dropped, list(latencies)
+    )
+
+
+def _source(symbols: int) -> dict[str, Any]:
+    natives = [f"S{i:03d}/USDT" for i in range(symbols)]
+    return {"venue": "binance", "mode": "replay", "capture": str(CAPTURE), "symbols": natives}
+
+
+def _json(value: Any) -> bytes:
+    import orjson
+
+    return orjson.dumps(value)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true", help="5 s runs")
+    parser.add_argument("--seconds", type=float, help="seconds of input per scenario (10)")
+    parser.add_argument("--rate", type=float, default=10_000, help="frames per second in")
+    parser.add_argument("--firehose-rate", type=float, default=1_000)
+    parser.add_argument("--scenario", action="append", help="run only these (repeatable)")
+    parser.add_argument(
+        "--switch-interval",
+        type=float,
+        help="sys.setswitchinterval for the server process, seconds (default 0.005)",
+    )
+    args = parser.parse_args(argv)
+    if args.switch_interval:
+        sys.setswitchinterval(args.switch_interval)
+    seconds = args.seconds or (5.0 if args.quick else 10.0)
+    rate = args.rate
+    scenarios: dict[str, dict[str, Any]] = {
+        "one-firehose": dict(clients=1, rate=rate, symbols=100),
+        "one-sdk": dict(clients=1, rate=rate, symbols=100, sdk=True),
+        "1000-by-symbol": dict(clients=1000, rate=rate, symbols=100, by_symbol=True),
+        "1000-by-symbol-batched": dict(
+            clients=1000, rate=rate, symbols=100, by_symbol=True, batch_ms=20.0
+        ),
+        "1000-firehose-batched": dict(
+            clients=1000, rate=args.firehose_rate, symbols=100, batch_ms=50.0
+        ),
+    }
+    chosen = args.scenario or list(scenarios)
+    print(
+        f"# fan-out latency, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}, {seconds:g} s per run, "
+        f"switch interval {sys.getswitchinterval() * 1000:g} ms"
+    )
+    print(
+        "| scenario | clients | msg/s in | records expected | received "
+        "| p50 ms | p99 ms | p99.9 ms | max ms |"
+    )
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name in chosen:
+        result = run(name, seconds=seconds, **scenarios[name])
+        print(result.row(), flush=True)
+        if result.dropped or result.server_dropped:
+            print(
+                f"  (dropped: client saw {result.dropped}, server counted {result.server_dropped})"
+            )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,102 @@
+"""HTTP endpoints, answered during the WebSocket opening handshake.
+
+``websockets`` hands every request to ``process_request`` first: a request for
+the stream path continues as a WebSocket, anything else gets a plain HTTP
+response here. So one port serves both (a side port can serve these too).
+
+- ``GET /healthz``  -> ``ok``
+- ``GET /metrics``  -> Prometheus text format (candlewax.metrics.REGISTRY)
+- ``GET /status``   -> JSON: clients, active_subscriptions, messages_per_second, uptime_s,
+  exchange_status per venue
+- ``GET /snapshot?venue=&symbol=&depth=`` -> JSON: latest book top-N, BBO, bars per interval,
+  status, for each matching symbol (both filters optional)
+"""
+
+from __future__ import annotations
+
+import http
+from collections.abc import Callable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import orjson
+from websockets.asyncio.server import ServerConnection
+from websockets.http11 import Request, Response
+
+from candlewax import metrics
+from sinks.fanout.hub import Hub
+
+PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+
+
+class HttpRoutes:
+    def __init__(self, hub: Hub, ws_path: str | None) -> None:
+        """``ws_path`` None: this port serves no WebSocket (a side port)."""
+        self.hub = hub
+        self.ws_path = ws_path
+        self.routes: dict[str, Callable[[dict[str, list[str]]], tuple[int, str, str]]] = {
+            "/healthz": lambda q: (200, "ok\n", "text/plain; charset=utf-8"),
+            "/metrics": self._metrics,
+            "/status": self._status,
+            "/snapshot": self._snapshot,
+        }
+
+    def __call__(self, conn: ServerConnection, request: Request) -> Response | None:
+        url = urlsplit(request.path)
+        if url.path == self.ws_path:
+            return None  # continue the WebSocket handshake
+        route = self.routes.get(url.path)
+        if route is None:
+            known = ", ".join([*self.routes, *([self.ws_path] if self.ws_path else [])])
+            return _respond(conn, 404, f"not found; try {known}\n", "text/plain; charset=utf-8")
+        try:
+            status, body, content_type = route(parse_qs(url.query))
+        except ValueError as exc:
+            status, body, content_type = 400, f"{exc}\n", "text/plain; charset=utf-8"
+        return _respond(conn, status, body, content_type)
+
+    def _metrics(self, query: dict[str, list[str]]) -> tuple[int, str, str]:
+        self.hub.report_metrics()
+        return 200, metrics.exposition().decode(), PROMETHEUS_TYPE
+
+    def _status(self, query: dict[str, list[str]]) -> tuple[int, str, str]:
+        return 200, _json(self.hub.status()), "application/json"
+
+    def _snapshot(self, query: dict[str, list[str]]) -> tuple[int, str, str]:
+        venue = _one(query, "venue")
+        symbol = _one(query, "symbol")
+        depth_text = _one(query, "depth")
+        depth = None
+        if depth_text is not None:
+            if not depth_text.isdigit() or int(depth_text) < 1:
+                raise ValueError("depth must be a positive integer")
+            depth = int(depth_text)
+        state = self.hub.state
+        items = [
+            state.symbol_view(v, s, depth)
+            for v, s in state.symbols()
+            if (venue is None or v == venue) and (symbol is None or s == symbol)
+        ]
+        if not items and venue is not None and symbol is not None:
+            return (
+                404,
+                _json({"error": f"nothing known about {venue} {symbol}"}),
+                "application/json",
+            )
+        return 200, _json({"snapshots": items}), "application/json"
+
+
+def _one(query: dict[str, list[str]], name: str) -> str | None:
+    values = query.get(name)
+    return values[-1] if values else None
+
+
+def _json(value: Any) -> str:
+    return orjson.dumps(value).decode()
+
+
+def _respond(conn: ServerConnection, status: int, body: str, content_type: str) -> Response:
+    response = conn.respond(http.HTTPStatus(status), body)
+    del response.headers["Content-Type"]
+    response.headers["Content-Type"] = content_type
+    return response

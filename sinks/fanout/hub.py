@@ -1,0 +1,367 @@
+"""Subscriptions, routing and dispatch: the core of the fan-out server.
+
+Runs entirely on the server's event loop (the sink thread hands batches over
+with ``call_soon_threadsafe``), so no locks: subscribing, snapshotting and
+dispatching never interleave. Clients with identical subscription sets share
+a ``Group``. Each record is encoded and framed once (once per book depth asked
+for); a group's records of one dispatch become one byte string that every
+member gets as is.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from typing import Any
+
+from candlewax import metrics
+from candlewax.client.protocol import ALL_CHANNELS, DEFAULT_CHANNELS, PROTOCOL_VERSION
+from candlewax.config import WebsocketSink
+from sinks.fanout.outbox import Outbox
+from sinks.fanout.requests import Filter, Ping, Request, RequestError, Subscribe, Unsubscribe
+from sinks.fanout.routing import FULL, RAW, RouteKey, depth_for, route_key, truncate_book
+from sinks.fanout.state import LatestState
+from sinks.fanout.wire import control_frame, encode, text_frame
+from sources.frames import RawFrame
+
+Record = dict[str, Any]
+FrameItem = tuple[RawFrame, str | None]
+SubId = str | int
+
+
+class Group:
+    """Clients subscribed to exactly the same set of filters."""
+
+    def __init__(self, filters: frozenset[Filter]) -> None:
+        self.filters = filters
+        self.members: list[Outbox] = []
+
+
+class Client:
+    _ids = itertools.count(1)
+
+    def __init__(self, outbox: Outbox) -> None:
+        self.id = next(Client._ids)
+        self.outbox = outbox
+        self.subs: dict[SubId, Filter] = {}
+        self.group: Group | None = None
+        self._auto = itertools.count(1)
+
+    def new_sub_id(self) -> int:
+        while True:
+            candidate = next(self._auto)
+            if candidate not in self.subs:
+                return candidate
+
+
+class Hub:
+    def __init__(self, cfg: WebsocketSink, loop: asyncio.AbstractEventLoop) -> None:
+        self.cfg = cfg
+        self.loop = loop
+        self.clients: dict[int, Client] = {}
+        self.groups: dict[frozenset[Filter], Group] = {}
+        self.routes: dict[RouteKey, list[tuple[Group, int]]] = {}
+        self.state = LatestState()
+        self.started = time.monotonic()
+        self.batch_s = cfg.batch_ms / 1000.0
+        self.encode_errors = 0
+        self._pending: list[Record] = []
+        self._pending_frames: list[FrameItem] = []
+        self._flush_handle: asyncio.TimerHandle | None = None
+        self._unwritten: list[Outbox] = []  # outboxes with bytes put this iteration
+        self._wrap = _identity if self.batch_s > 0 else text_frame
+        self._reported = {"sent": 0, "dropped": 0, "queued": 0, "clients": 0, "subs": 0}
+        self._gone_sent = 0  # messages sent to clients that have left
+        self._gone_dropped = 0
+
+    # ---- input (called on the loop) ----
+
+    def ingest(self, records: list[Record]) -> None:
+        if self.batch_s > 0:
+            self._pending.extend(records)
+            self._schedule()
+        else:
+            self._dispatch(records, ())
+
+    def ingest_frames(self, items: list[FrameItem]) -> None:
+        if self.batch_s > 0:
+            self._pending_frames.extend(items)
+            self._schedule()
+        else:
+            self._dispatch((), items)
+
+    def flush(self) -> None:
+        """Send whatever batching holds now (before a snapshot, a pong, a stop)."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        if self._pending or self._pending_frames:
+            records, frames = self._pending, self._pending_frames
+            self._pending, self._pending_frames = [], []
+            self._dispatch(records, frames)
+
+    def mark_pending(self, outbox: Outbox) -> None:
+        """An outbox got bytes: write every such outbox once, next loop iteration."""
+        if not self._unwritten:
+            self.loop.call_soon(self._write_pending)
+        self._unwritten.append(outbox)
+
+    def _write_pending(self) -> None:
+        unwritten, self._unwritten = self._unwritten, []
+        for outbox in unwritten:
+            outbox.flush()
+
+    def _schedule(self) -> None:
+        if self._flush_handle is None:
+            self._flush_handle = self.loop.call_later(self.batch_s, self.flush)
+
+    # ---- dispatch ----
+
+    def _dispatch(self, records: Any, frames: Any) -> None:
+        if records:
+            self.state.update(records)
+        if not self.groups:
+            return
+        out: dict[Group, list[bytes]] = {}
+        routes = self.routes
+        wrap = self._wrap
+        for record in records:
+            key = route_key(record)
+            if key is None:
+                continue
+            targets = routes.get(key)
+            if targets is None:
+                targets = self._route(key)
+            if not targets:
+                continue
+            try:
+                self._add(out, record, targets, wrap)
+            except (TypeError, KeyError, ValueError):  # breaks the contract: count, skip
+                self.encode_errors += 1
+        for frame, symbol in frames:
+            targets = routes.get((RAW, frame.venue, symbol))
+            if targets is None:
+                targets = self._route((RAW, frame.venue, symbol))
+            if targets:
+                payload = wrap(encode(_raw_message(frame, symbol)))
+                for group, _ in targets:
+                    out.setdefault(group, []).append(payload)
+        for group, payloads in out.items():
+            self._send(group, payloads)
+
+    @staticmethod
+    def _add(out: dict[Group, list[bytes]], record: Record, targets: Any, wrap: Any) -> None:
+        plain: bytes | None = None
+        variants: dict[int, bytes] | None = None
+        is_book = record["type"] == "book"
+        for group, depth in targets:
+            if is_book and depth != FULL and depth < record["depth"]:
+                if variants is None:
+                    variants = {}
+                payload = variants.get(depth)
+                if payload is None:
+                    payload = variants[depth] = wrap(encode(truncate_book(record, depth)))
+            else:
+                if plain is None:
+                    plain = wrap(encode(record))
+                payload = plain
+            bucket = out.get(group)
+            if bucket is None:
+                out[group] = [payload]
+            else:
+                bucket.append(payload)
+
+    def _send(self, group: Group, payloads: list[bytes]) -> None:
+        if self.batch_s > 0:
+            size = self.cfg.batch_max
+            frames = b"".join(
+                text_frame(b"[" + b",".join(payloads[i : i + size]) + b"]")
+                for i in range(0, len(payloads), size)
+            )
+        else:
+            frames = b"".join(payloads)
+        count = len(payloads)
+        for outbox in group.members:
+            outbox.put(frames, count)
+
+    def _route(self, key: RouteKey) -> list[tuple[Group, int]]:
+        targets = []
+        for group in self.groups.values():
+            depth = depth_for(group.filters, key)
+            if depth is not None:
+                targets.append((group, depth))
+        self.routes[key] = targets
+        return targets
+
+    # ---- clients ----
+
+    def connect(self, outbox: Outbox) -> Client:
+        client = Client(outbox)
+        self.clients[client.id] = client
+        hello = {
+            "type": "hello",
+            "protocol": PROTOCOL_VERSION,
+            "heartbeat_s": self.cfg.heartbeat_s,
+            "channels": list(ALL_CHANNELS),
+            "default_channels": list(DEFAULT_CHANNELS),
+            "raw": self.cfg.raw,
+        }
+        outbox.put_control(control_frame(hello))
+        return client
+
+    def disconnect(self, client: Client) -> None:
+        if self.clients.pop(client.id, None) is None:
+            return
+        client.subs.clear()
+        self._regroup(client)
+        self._gone_sent += client.outbox.sent
+        self._gone_dropped += client.outbox.dropped_total
+        client.outbox.close()
+
+    def handle(self, client: Client, request: Request) -> None:
+        try:
+            if isinstance(request, Subscribe):
+                self._subscribe(client, request)
+            elif isinstance(request, Unsubscribe):
+                self._unsubscribe(client, request)
+            elif isinstance(request, Ping):
+                self.flush()  # the pong comes after everything published before the ping
+                pong = {"type": "pong", "ts": time.time_ns() // 1000, "id": request.id}
+                client.outbox.put_control(control_frame(pong))
+        except RequestError as exc:
+            self.error(client, exc)
+
+    def error(self, client: Client, exc: RequestError, kind: str = "invalid") -> None:
+        metrics.WS_CLIENT_ERRORS.labels(kind).inc()
+        message = {"type": "error", "reason": exc.reason, "id": exc.request_id}
+        client.outbox.put_control(control_frame(message))
+
+    def _subscribe(self, client: Client, request: Subscribe) -> None:
+        flt = request.filter
+        if len(client.subs) >= self.cfg.max_subscriptions:
+            raise RequestError(
+                f"at most {self.cfg.max_subscriptions} subscriptions per connection", request.id
+            )
+        if flt.raw and not self.cfg.raw:
+            raise RequestError("raw frames are not enabled on this server", request.id)
+        sub_id = request.id if request.id is not None else client.new_sub_id()
+        if sub_id in client.subs:
+            raise RequestError(f"subscription id {sub_id!r} is already in use", request.id)
+        self.flush()  # the snapshot must cover exactly what was sent before it
+        client.subs[sub_id] = flt
+        self._regroup(client)
+        reply = {"type": "subscribed", "id": sub_id, **flt.echo()}
+        client.outbox.put_control(control_frame(reply))
+        snapshot = {"type": "snapshot", "id": sub_id, "records": self.state.snapshot(flt)}
+        client.outbox.put_control(control_frame(snapshot))
+
+    def _unsubscribe(self, client: Client, request: Unsubscribe) -> None:
+        if request.id is None:
+            ids = list(client.subs)
+        elif request.id in client.subs:
+            ids = [request.id]
+        else:
+            raise RequestError(f"no subscription with id {request.id!r}", request.id)
+        for sub_id in ids:
+            del client.subs[sub_id]
+        self._regroup(client)
+        client.outbox.put_control(control_frame({"type": "unsubscribed", "ids": ids}))
+
+    def _regroup(self, client: Client) -> None:
+        old = client.group
+        if old is not None:
+            old.members.remove(client.outbox)
+            if not old.members:
+                del self.groups[old.filters]
+                self.routes.clear()
+        client.group = None
+        if not client.subs:
+            return
+        filters = frozenset(client.subs.values())
+        group = self.groups.get(filters)
+        if group is None:
+            group = self.groups[filters] = Group(filters)
+            self.routes.clear()
+        group.members.append(client.outbox)
+        client.group = group
+
+    # ---- status ----
+
+    def subscriptions(self) -> int:
+        return sum(len(c.subs) for c in self.clients.values())
+
+    def dropped(self) -> int:
+        return self._gone_dropped + sum(c.outbox.dropped_total for c in self.clients.values())
+
+    def status(self) -> dict[str, Any]:
+        now = time.time()
+        return {
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "clients": len(self.clients),
+            "active_subscriptions": self.subscriptions(),
+            "messages_per_second": self.state.total.rate(now),
+            "records": self.state.records,
+            "dropped": self.dropped(),
+            "skipped_records": self.encode_errors,  # off the contract: not sent
+            "exchange_status": {
+                venue: stats.as_dict(now) for venue, stats in sorted(self.state.venues.items())
+            },
+        }
+
+    def heartbeat(self) -> None:
+        status = self.status()
+        message = {
+            "type": "heartbeat",
+            "ts": time.time_ns() // 1000,
+            "uptime_s": status["uptime_s"],
+            "clients": status["clients"],
+            "messages_per_second": status["messages_per_second"],
+            "exchanges": status["exchange_status"],
+        }
+        frames = control_frame(message)
+        for client in self.clients.values():
+            client.outbox.put(frames, 1)  # droppable: only the latest one matters
+
+    def report_metrics(self) -> None:
+        """Move this hub's counts into the process-wide Prometheus metrics (deltas, so
+        several servers in one process add up)."""
+        live = self.clients.values()
+        now = {
+            "sent": self._gone_sent + sum(c.outbox.sent for c in live),
+            "dropped": self.dropped(),
+            "queued": sum(c.outbox.queued for c in live),
+            "clients": len(self.clients),
+            "subs": self.subscriptions(),
+        }
+        before = self._reported
+        metrics.WS_SENT.inc(now["sent"] - before["sent"])
+        metrics.WS_DROPPED.inc(now["dropped"] - before["dropped"])
+        metrics.WS_QUEUED.inc(now["queued"] - before["queued"])
+        metrics.WS_CLIENTS.inc(now["clients"] - before["clients"])
+        metrics.WS_SUBSCRIPTIONS.inc(now["subs"] - before["subs"])
+        self._reported = now
+
+    def forget_metrics(self) -> None:
+        """Take this hub's gauges out of the process totals (server stopped)."""
+        before = self._reported
+        metrics.WS_QUEUED.dec(before["queued"])
+        metrics.WS_CLIENTS.dec(before["clients"])
+        metrics.WS_SUBSCRIPTIONS.dec(before["subs"])
+        self._reported = {**before, "queued": 0, "clients": 0, "subs": 0}
+
+
+def _identity(payload: bytes) -> bytes:
+    return payload
+
+
+def _raw_message(frame: RawFrame, symbol: str | None) -> dict[str, Any]:
+    return {
+        "type": "raw",
+        "venue": frame.venue,
+        "symbol": symbol,
+        "conn_id": frame.conn_id,
+        "ts_ingest": frame.ts_ingest,
+        "hint": frame.hint,
+        "data": frame.text,
+    }

@@ -1,0 +1,173 @@
+"""Per-client outgoing path: coalesced writes, bounded backlog, drops, lag.
+
+Messages put during one event-loop iteration are collected and written with
+one ``transport.write`` when the hub calls :meth:`Outbox.flush` at the start
+of the next iteration: a single socket write per client per iteration, however
+many batches arrived (under load, when the loop falls behind, this is what
+keeps the syscall count down). While a client keeps up (nothing queued, room
+under ``write_limit`` in its socket buffer) that write happens right there: no
+task switch per message. What does not fit waits in a queue that a sender task
+drains as the socket accepts it.
+
+The queue holds at most ``limit`` data messages: when new data would overflow
+it, the whole data backlog is dropped (stale market data is worth less than
+fresh), counted, and the client is told with a ``dropped`` message placed
+where the gap is. Control messages (replies, snapshots, drop notices) are never
+dropped. ``lagging_since`` records when the client first overflowed without
+draining since; the server disconnects it after ``max_lag_s``. A stalled
+client therefore costs at most ``limit`` messages of memory plus one socket
+buffer, and never blocks the dispatcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from websockets.asyncio.server import ServerConnection
+from websockets.protocol import State
+
+from sinks.fanout.wire import control_frame
+
+DATA, CONTROL, NOTICE = 0, 1, 2
+
+
+class Outbox:
+    def __init__(
+        self,
+        conn: ServerConnection,
+        limit: int,
+        write_limit: int,
+        on_pending: Callable[[Outbox], None],
+    ) -> None:
+        """``on_pending(outbox)`` is called when the outbox gets its first pending bytes
+        of an iteration: the hub then calls :meth:`flush` soon (once)."""
+        self.conn = conn
+        self.transport: Any = conn.transport
+        self.limit = limit
+        self.write_limit = write_limit
+        self._on_pending = on_pending
+        self._pending: list[tuple[bytes, int, int]] = []  # (frames, data messages, kind)
+        # (frames, data message count, kind, dropped count a notice reports)
+        self.entries: deque[tuple[bytes, int, int, int]] = deque()
+        self.queued = 0  # data messages waiting
+        self.controls = 0  # control entries waiting
+        self.sent = 0  # messages handed to the socket
+        self.dropped_total = 0
+        self.unreported = 0  # dropped but not yet told
+        self.lagging_since: float | None = None
+        self.closed = False
+        self._wake = asyncio.Event()
+
+    def put(self, frames: bytes, count: int) -> None:
+        """``count`` data messages (droppable) framed in ``frames``."""
+        if self.closed:
+            return
+        if not self._pending:
+            self._on_pending(self)
+        self._pending.append((frames, count, DATA))
+
+    def put_control(self, frames: bytes) -> None:
+        """One control message (never dropped)."""
+        if self.closed:
+            return
+        if not self._pending:
+            self._on_pending(self)
+        self._pending.append((frames, 0, CONTROL))
+
+    def flush(self) -> None:
+        """Write what was put since the last flush in one write, as far as the socket
+        buffer has room (the first piece always, so big messages progress); queue the
+        rest."""
+        pending = self._pending
+        if not pending or self.closed:
+            return
+        self._pending = []
+        first = 0
+        if not self.entries and self.conn.protocol.state is State.OPEN:
+            room = self.write_limit - self.transport.get_write_buffer_size()
+            while first < len(pending) and room > 0:
+                room -= len(pending[first][0])
+                first += 1
+            if first:
+                pieces = pending[:first]
+                self.transport.write(pieces[0][0] if first == 1 else b"".join(p[0] for p in pieces))
+                self.sent += sum(count or 1 for _, count, _ in pieces)
+        for frames, count, kind in pending[first:]:
+            self._enqueue(frames, count, kind)
+
+    def _enqueue(self, frames: bytes, count: int, kind: int) -> None:
+        if kind == CONTROL:
+            self.entries.append((frames, 0, CONTROL, 0))
+            self.controls += 1
+        else:
+            if self.queued + count > self.limit:
+                too_big = count > self.limit  # more than the whole queue: it goes too
+                self._drop_backlog(count if too_big else 0)
+                if too_big:
+                    self._wake.set()
+                    return
+            self.entries.append((frames, count, DATA, 0))
+            self.queued += count
+        self._wake.set()
+
+    def idle(self) -> bool:
+        return not self.entries and not self._pending
+
+    def overloaded(self) -> bool:
+        """Too many undroppable messages waiting (a client that asks but never reads)."""
+        return self.controls > self.limit
+
+    def _drop_backlog(self, extra: int) -> None:
+        dropped = extra
+        kept: deque[tuple[bytes, int, int, int]] = deque()
+        for entry in self.entries:
+            if entry[2] == DATA:
+                dropped += entry[1]
+            elif entry[2] == CONTROL:
+                kept.append(entry)
+            # older notices are merged into the new one
+        self.entries = kept
+        self.queued = 0
+        self.dropped_total += dropped
+        self.unreported += dropped
+        if self.lagging_since is None:
+            self.lagging_since = time.monotonic()
+        notice = {"type": "dropped", "count": self.unreported, "total": self.dropped_total}
+        self.entries.append((control_frame(notice), 0, NOTICE, self.unreported))
+
+    async def run(self) -> None:
+        """Sender task: drains the queue as fast as the socket takes it."""
+        with contextlib.suppress(Exception):  # the connection went away: nothing to send to
+            while not self.closed:
+                if not self.entries:
+                    self.lagging_since = None
+                    self._wake.clear()
+                    await self._wake.wait()
+                    continue
+                await self.conn.drain()  # waits while the socket buffer is over the limit
+                if self.closed or self.conn.protocol.state is not State.OPEN:
+                    return
+                if not self.entries:
+                    continue
+                frames, count, kind, reported = self.entries.popleft()
+                if kind == DATA:
+                    self.queued -= count
+                elif kind == CONTROL:
+                    self.controls -= 1
+                else:
+                    self.unreported -= reported
+                self.transport.write(frames)
+                self.sent += count or 1
+
+    def close(self) -> None:
+        self.closed = True
+        self.entries.clear()
+        self._pending = []
+        self.queued = 0
+        self.controls = 0
+        self._wake.set()
