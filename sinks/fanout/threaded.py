@@ -11,13 +11,12 @@ replay --ws``) all use one instance.
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextlib
 import threading
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from candlewax.config import WebsocketSink
+from candlewax.loop_thread import LoopThread
 from sinks.fanout.hub import FrameItem, Hub, Record
 from sinks.fanout.server import FanoutServer
 
@@ -37,23 +36,13 @@ class ServerThread:
         self.max_block_s = MAX_BLOCK_S
         self._inflight = 0  # records handed to the loop, not yet dispatched
         self._room = threading.Condition()
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._stop: asyncio.Event | None = None
-        self._thread: threading.Thread | None = None
-        self._ready: concurrent.futures.Future[tuple[str, int]] = concurrent.futures.Future()
+        self._thread = LoopThread(self.server.start, self.server.stop, "candlewax-fanout")
 
     def start(self, timeout: float = 10.0) -> tuple[str, int]:
-        self._thread = threading.Thread(target=self._run, name="candlewax-fanout", daemon=True)
-        self._thread.start()
-        return self._ready.result(timeout)
+        return self._thread.start(timeout)
 
     def stop(self, timeout: float = 10.0) -> None:
-        loop, stop = self._loop, self._stop
-        if loop is not None and stop is not None and not loop.is_closed():
-            with contextlib.suppress(RuntimeError):  # loop already stopped
-                loop.call_soon_threadsafe(stop.set)
-        if self._thread is not None:
-            self._thread.join(timeout)
+        self._thread.stop(timeout)
 
     @property
     def address(self) -> tuple[str, int]:
@@ -82,7 +71,7 @@ class ServerThread:
         """Batches waiting for the loop are bounded: past ``max_inflight`` records the
         caller waits (backpressure, up to ``max_block_s``), then the batch is dropped
         and counted in ``lost``: a server that cannot keep up never grows memory."""
-        loop, hub = self._loop, self.server.hub
+        loop, hub = self._thread.loop, self.server.hub
         size = len(batch)
         if loop is None or hub is None or loop.is_closed():
             self.lost += size
@@ -115,32 +104,14 @@ class ServerThread:
 
     def call(self, func: Callable[[Hub], T], timeout: float = 10.0) -> T:
         """Run ``func(hub)`` on the server loop and return its result (status, tests)."""
-        assert self._loop is not None and self.server.hub is not None
+        loop = self._thread.loop
+        assert loop is not None and self.server.hub is not None
         hub = self.server.hub
 
         async def run() -> T:
             return func(hub)
 
-        return asyncio.run_coroutine_threadsafe(run(), self._loop).result(timeout)
-
-    def _run(self) -> None:
-        try:
-            asyncio.run(self._main())
-        except BaseException as exc:
-            if not self._ready.done():
-                self._ready.set_exception(exc)
-            else:
-                raise
-
-    async def _main(self) -> None:
-        self._loop = asyncio.get_running_loop()
-        self._stop = asyncio.Event()
-        address = await self.server.start()
-        self._ready.set_result(address)
-        try:
-            await self._stop.wait()
-        finally:
-            await self.server.stop()
+        return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
 
 
 def _connectable(host: str) -> str:
