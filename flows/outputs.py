@@ -8,6 +8,7 @@ runner can close them if the engine is interrupted.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -28,13 +29,14 @@ from candlewax.config import RecorderSink as RecorderSinkConfig
 from candlewax.config import RedisSink as RedisSinkConfig
 from candlewax.config import StdoutSink as StdoutSinkConfig
 from candlewax.config import WebsocketSink as WebsocketSinkConfig
-from candlewax.metrics import observe_records
+from candlewax.metrics import SINK_DROPS, SINK_ERRORS, observe_records
 from sinks.console import ConsoleSink
 from sinks.jsonl import JsonlSink
 from sinks.parquet import ParquetBarSink
 from sinks.recorder import Recorder
 from sinks.stdout import StdoutSink
 
+log = logging.getLogger(__name__)
 OPEN_WRITERS: list[Any] = []
 
 
@@ -69,12 +71,27 @@ class NullWriter:
 
 
 class _WriterPartition(StatefulSinkPartition[Any, None]):
-    def __init__(self, writer: Any) -> None:
+    def __init__(self, name: str, writer: Any) -> None:
+        self.name = name
         self.writer = writer
         OPEN_WRITERS.append(writer)
 
     def write_batch(self, values: list[Any]) -> None:
-        self.writer.write_batch(values)
+        try:
+            self.writer.write_batch(values)
+        except Exception:
+            self._one_by_one(values)
+
+    def _one_by_one(self, values: list[Any]) -> None:
+        """Writers refuse a whole batch for one bad record: write the rest; each refused
+        record is counted (candlewax_sink_errors_total / _dropped_total) and logged."""
+        for value in values:
+            try:
+                self.writer.write_batch([value])
+            except Exception as exc:
+                SINK_ERRORS.labels(self.name).inc()
+                SINK_DROPS.labels(self.name).inc()
+                log.error("sink %s refused a record: %s: %s", self.name, type(exc).__name__, exc)
 
     def snapshot(self) -> None:
         # Epoch end: writers that buffer (Kafka) make everything so far durable before
@@ -104,7 +121,7 @@ class WriterSink(FixedPartitionedSink[Any, None]):
         return 0
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPartition:
-        return _WriterPartition(self.make())
+        return _WriterPartition(self.name, self.make())
 
 
 def _writer_factory(name: str, sink: SinkConfig) -> Callable[[], Any]:

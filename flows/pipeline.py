@@ -23,6 +23,7 @@ from bytewax.inputs import Source
 
 from candlewax.config import PipelineConfig, resolve_callable
 from candlewax.metrics import count_frames_from
+from candlewax.schema import CHANNEL_OF_TYPE, make_dead_letter
 from flows.inputs import pipeline_input
 from flows.outputs import MetricsSink, sinks_for
 from flows.stateful import book_logic, dedupe_logic, ohlcv_logic
@@ -130,6 +131,20 @@ def _user_ops(cfg: PipelineConfig, channel: str, stream: Stream[KeyedItem]) -> S
 def _user_step(path: str) -> Any:
     func = resolve_callable(path)
 
+    def dead(key: str, record: Any, reason: str) -> KeyedItem:
+        ts = record.get("ts_ingest", 0) if isinstance(record, dict) else 0
+        venue = key.split(":", 1)[0]
+        return key, make_dead_letter(
+            venue, int(ts or 0), f"user operator {path} {reason}", repr(record)[:10_000]
+        )
+
+    def checked(key: str, out: Any) -> KeyedItem:
+        # What a user operator returns enters every sink: a value that is not a record
+        # of a known type becomes a dead letter here instead of failing a sink later.
+        if isinstance(out, dict) and out.get("type") in CHANNEL_OF_TYPE:
+            return key, out
+        return dead(key, out, f"returned {type(out).__name__}, not a record with a known 'type'")
+
     def step(kv: KeyedItem) -> list[KeyedItem]:
         key, record = kv
         # A user bug must not stop the cluster: the record goes on unchanged and
@@ -137,19 +152,11 @@ def _user_step(path: str) -> Any:
         try:
             result = func(record)
         except Exception as exc:
-            from candlewax.schema import make_dead_letter
-
-            dead = make_dead_letter(
-                key.split(":", 1)[0],
-                int(record.get("ts_ingest", 0)),
-                f"user operator {path} raised {type(exc).__name__}: {exc}",
-                repr(record),
-            )
-            return [kv, (key, dead)]
+            return [kv, dead(key, record, f"raised {type(exc).__name__}: {exc}")]
         if result is None:
             return []
         if isinstance(result, list):
-            return [(key, r) for r in result]
-        return [(key, result)]
+            return [checked(key, r) for r in result]
+        return [checked(key, result)]
 
     return step

@@ -14,3 +14,17 @@ def explode_on_one(record: dict[str, Any]) -> dict[str, Any]:
     if record["trade_id"] == "3735683259":
         raise RuntimeError("user bug")
     return record
+
+
+def returns_garbage(record: dict[str, Any]) -> Any:
+    if record["trade_id"] == "3735683259":
+        return {"not": "a record"}
+    if record["trade_id"] == "3735683260":
+        return 42
+    return record
+
+
+def unencodable(record: dict[str, Any]) -> dict[str, Any]:
+    if record["trade_id"] == "3735683259":
+        return {**record, "price": {1, 2}}  # a set: no sink can encode it
+    return record
