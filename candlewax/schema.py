@@ -60,8 +60,14 @@ StatusEvent = Literal[
 ]
 
 
+# Every field is always written, defaults included: the JSON Schema says so.
+_RECORD_CONFIG = ConfigDict(
+    extra="forbid", frozen=True, json_schema_serialization_defaults_required=True
+)
+
+
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _RECORD_CONFIG
     schema_version: Literal[1] = SCHEMA_VERSION
     venue: Venue
     symbol: Symbol
@@ -100,7 +106,7 @@ class BBO(_Record):
 
 
 class Bar(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _RECORD_CONFIG
     type: Literal["bar"] = "bar"
     schema_version: Literal[1] = SCHEMA_VERSION
     venue: Venue
@@ -127,7 +133,7 @@ class Bar(BaseModel):
 class Late(BaseModel):
     """A trade that arrived after its window closed (never silently dropped)."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _RECORD_CONFIG
     type: Literal["late"] = "late"
     schema_version: Literal[1] = SCHEMA_VERSION
     interval: str
@@ -136,7 +142,7 @@ class Late(BaseModel):
 
 
 class Status(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _RECORD_CONFIG
     type: Literal["status"] = "status"
     schema_version: Literal[1] = SCHEMA_VERSION
     venue: Venue
@@ -147,7 +153,7 @@ class Status(BaseModel):
 
 
 class DeadLetter(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = _RECORD_CONFIG
     type: Literal["dead_letter"] = "dead_letter"
     schema_version: Literal[1] = SCHEMA_VERSION
     venue: str
@@ -181,7 +187,7 @@ def validate_record(record: dict[str, Any]) -> BaseModel:
 
 
 def json_schema() -> dict[str, Any]:
-    schema: dict[str, Any] = RECORD_ADAPTER.json_schema()
+    schema: dict[str, Any] = RECORD_ADAPTER.json_schema(mode="serialization")
     schema["title"] = f"candlewax record v{SCHEMA_VERSION}"
     return schema
 

@@ -17,6 +17,9 @@ def test_schema_lists_every_record_type(capsys: pytest.CaptureFixture[str]) -> N
     schema = orjson.loads(capsys.readouterr().out)
     assert set(schema["$defs"]) >= {"Trade", "Book", "BBO", "Bar", "Late", "Status", "DeadLetter"}
     assert schema["$defs"]["Trade"]["properties"]["price"]["pattern"]
+    # Every field is always written, defaults included.
+    assert {"type", "schema_version", "side"} <= set(schema["$defs"]["Trade"]["required"])
+    assert "filled" in schema["$defs"]["Bar"]["required"]
 
 
 def test_replay_writes_every_channel(tmp_path: Path) -> None:
