@@ -30,6 +30,7 @@ from candlewax.config import RedisSink as RedisSinkConfig
 from candlewax.config import StdoutSink as StdoutSinkConfig
 from candlewax.config import WebsocketSink as WebsocketSinkConfig
 from candlewax.metrics import SINK_DROPS, SINK_ERRORS, observe_records
+from sinks.base import SinkError
 from sinks.console import ConsoleSink
 from sinks.jsonl import JsonlSink
 from sinks.parquet import ParquetBarSink
@@ -79,19 +80,21 @@ class _WriterPartition(StatefulSinkPartition[Any, None]):
     def write_batch(self, values: list[Any]) -> None:
         try:
             self.writer.write_batch(values)
-        except Exception:
+        except SinkError:
+            # Raised before anything was written (the writers' contract): retrying the
+            # records one by one writes each good record exactly once.
             self._one_by_one(values)
 
     def _one_by_one(self, values: list[Any]) -> None:
-        """Writers refuse a whole batch for one bad record: write the rest; each refused
-        record is counted (candlewax_sink_errors_total / _dropped_total) and logged."""
+        """Write the records a refused batch held; each refused record is counted
+        (candlewax_sink_errors_total / _dropped_total) and logged."""
         for value in values:
             try:
                 self.writer.write_batch([value])
-            except Exception as exc:
+            except SinkError as exc:
                 SINK_ERRORS.labels(self.name).inc()
                 SINK_DROPS.labels(self.name).inc()
-                log.error("sink %s refused a record: %s: %s", self.name, type(exc).__name__, exc)
+                log.error("sink %s refused a record: %s", self.name, exc)
 
     def snapshot(self) -> None:
         # Epoch end: writers that buffer (Kafka) make everything so far durable before

@@ -40,7 +40,7 @@ from candlewax.metrics import SINK_DROPS, SINK_ERRORS, SINK_RECORDS
 from candlewax.schema import CHANNEL_OF_TYPE
 from sinks.base import check_channels
 from sinks.kafka_codec import exact
-from sinks.message_ids import record_id
+from sinks.message_ids import record_id, record_key
 
 log = logging.getLogger(__name__)
 
@@ -154,17 +154,26 @@ class RedisSink:
             if channel is None:
                 continue
             venue, symbol = venue_symbol(record)
-            value = orjson.dumps(record, default=exact)
-            where = f"{venue}:{symbol}" if symbol else venue
-            if want_latest and symbol:
-                field = latest_field(record)
-                if field is not None:
-                    latest.setdefault(f"{prefix}:latest:{venue}:{symbol}", {})[field] = value
-            if channel not in channels:
+            field = latest_field(record) if want_latest and symbol else None
+            wanted = channel in channels
+            if field is None and not wanted:
+                continue  # nothing to send: skip the encoding
+            try:
+                value = orjson.dumps(record, default=exact)
+            except TypeError as exc:  # a record JSON cannot carry: count it, keep going
+                self.stats.dropped += 1
+                SINK_ERRORS.labels("redis").inc()
+                SINK_DROPS.labels("redis").inc()
+                self._log(f"redis sink dropped a record it cannot encode: {exc}")
                 continue
+            if field is not None:
+                latest.setdefault(f"{prefix}:latest:{venue}:{symbol}", {})[field] = value
+            if not wanted:
+                continue
+            where = f"{venue}:{symbol}" if symbol else venue
             if streams:
                 stream = f"{prefix}:{channel}:{where}"
-                mid = record_id(where, record, value)
+                mid = record_id(record_key(record), record, value)
                 command("XADD", stream, "MAXLEN", "~", maxlen, "*", "id", mid, "data", value)
             if pubsub:
                 command("PUBLISH", f"{prefix}:{where}:{channel}", value)
