@@ -334,3 +334,21 @@ def test_records_off_the_contract_never_stop_the_server() -> None:
 
         assert asyncio.run(main()) == [{"type": "bar"}, TRADE]
         assert srv.call(lambda hub: hub.encode_errors) == 1  # the book without "depth"
+
+
+def test_http_endpoints_need_the_token_when_auth_is_on() -> None:
+    import httpx
+
+    with fanout_server(auth={"tokens": ["static-ok"], "hmac_secret": SECRET}) as srv:
+        base = srv.http_url
+        with httpx.Client(timeout=10) as http:
+            assert http.get(f"{base}/healthz").status_code == 200  # probes stay open
+            for path in ("/snapshot", "/status", "/metrics"):
+                refused = http.get(base + path)
+                assert refused.status_code == 401, path
+                assert refused.text == "token required\n"
+                assert http.get(base + path, params={"token": "wrong"}).status_code == 401
+                ok = http.get(base + path, headers={"Authorization": "Bearer static-ok"})
+                assert ok.status_code == 200, path
+            signed = make_token(SECRET, "grafana", 60)
+            assert http.get(f"{base}/status", params={"token": signed}).status_code == 200

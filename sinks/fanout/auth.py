@@ -14,6 +14,9 @@ import hmac
 import math
 import re
 import time
+from urllib.parse import parse_qs, urlsplit
+
+from websockets.http11 import Request
 
 from candlewax.config import WebsocketAuth
 
@@ -36,6 +39,15 @@ def make_token(secret: str, subject: str, ttl_s: float, now: float | None = None
     expires = int((time.time() if now is None else now) + ttl_s)
     body = f"{subject}.{expires}"
     return f"{body}.{_signature(secret, body)}"
+
+
+def token_of(request: Request) -> str | None:
+    """The token of a request: ``Authorization: Bearer <token>`` or ``?token=``."""
+    header = request.headers.get("Authorization")
+    if header and header.lower().startswith("bearer "):
+        return header[7:].strip()
+    values = parse_qs(urlsplit(request.path).query).get("token")
+    return values[-1] if values else None
 
 
 class Authenticator:

@@ -4,6 +4,9 @@
 the stream path continues as a WebSocket, anything else gets a plain HTTP
 response here. So one port serves both (a side port can serve these too).
 
+With auth configured, every endpoint but ``/healthz`` needs the same token as the
+WebSocket (``Authorization: Bearer <token>`` or ``?token=``), else 401.
+
 - ``GET /healthz``  -> ``ok``
 - ``GET /metrics``  -> Prometheus text format (candlewax.metrics.REGISTRY)
 - ``GET /status``   -> JSON: clients, active_subscriptions, messages_per_second, uptime_s,
@@ -24,16 +27,18 @@ from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Request, Response
 
 from candlewax import metrics
+from sinks.fanout.auth import Authenticator, AuthError, token_of
 from sinks.fanout.hub import Hub
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class HttpRoutes:
-    def __init__(self, hub: Hub, ws_path: str | None) -> None:
+    def __init__(self, hub: Hub, ws_path: str | None, auth: Authenticator) -> None:
         """``ws_path`` None: this port serves no WebSocket (a side port)."""
         self.hub = hub
         self.ws_path = ws_path
+        self.auth = auth
         self.routes: dict[str, Callable[[dict[str, list[str]]], tuple[int, str, str]]] = {
             "/healthz": lambda q: (200, "ok\n", "text/plain; charset=utf-8"),
             "/metrics": self._metrics,
@@ -49,6 +54,11 @@ class HttpRoutes:
         if route is None:
             known = ", ".join([*self.routes, *([self.ws_path] if self.ws_path else [])])
             return _respond(conn, 404, f"not found; try {known}\n", "text/plain; charset=utf-8")
+        if url.path != "/healthz" and self.auth.enabled:
+            try:
+                self.auth.check(token_of(request))
+            except AuthError as exc:
+                return _respond(conn, 401, f"{exc}\n", "text/plain; charset=utf-8")
         try:
             status, body, content_type = route(parse_qs(url.query))
         except ValueError as exc:

@@ -11,7 +11,6 @@ import asyncio
 import math
 import time
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -19,7 +18,7 @@ from websockets.exceptions import ConnectionClosed
 from candlewax import metrics
 from candlewax.client.protocol import CLOSE_POLICY, CLOSE_TOO_SLOW
 from candlewax.config import WebsocketSink
-from sinks.fanout.auth import Authenticator, AuthError, RateLimiter
+from sinks.fanout.auth import Authenticator, AuthError, RateLimiter, token_of
 from sinks.fanout.http import HttpRoutes
 from sinks.fanout.hub import Client, Hub
 from sinks.fanout.outbox import Outbox
@@ -53,7 +52,11 @@ class FanoutServer:
             "server_header": "candlewax",
         }
         main = await serve(
-            self._handle, cfg.host, cfg.port, process_request=HttpRoutes(hub, cfg.path), **options
+            self._handle,
+            cfg.host,
+            cfg.port,
+            process_request=HttpRoutes(hub, cfg.path, self.auth),
+            **options,
         )
         self._servers.append(main)
         self.address = _bound(main)
@@ -62,7 +65,7 @@ class FanoutServer:
                 self._handle,
                 cfg.host,
                 cfg.http_port,
-                process_request=HttpRoutes(hub, None),
+                process_request=HttpRoutes(hub, None, self.auth),
                 **options,
             )
             self._servers.append(side)
@@ -134,7 +137,8 @@ class FanoutServer:
         hub = self.hub
         assert hub is not None and conn.request is not None
         try:
-            expires = self.auth.check(_token(conn))
+            assert conn.request is not None
+            expires = self.auth.check(token_of(conn.request))
         except AuthError as exc:
             metrics.WS_DISCONNECTS.labels("auth").inc()
             await conn.close(CLOSE_POLICY, str(exc))
@@ -189,15 +193,6 @@ async def _close_or_abort(conn: ServerConnection, code: int, reason: str) -> Non
         await asyncio.wait_for(conn.close(code, reason), CLOSE_TIMEOUT_S + 0.5)
     except (TimeoutError, OSError):
         conn.transport.abort()
-
-
-def _token(conn: ServerConnection) -> str | None:
-    assert conn.request is not None
-    header = conn.request.headers.get("Authorization")
-    if header and header.lower().startswith("bearer "):
-        return header[7:].strip()
-    values = parse_qs(urlsplit(conn.request.path).query).get("token")
-    return values[-1] if values else None
 
 
 def _bound(server: Server) -> tuple[str, int]:
