@@ -10,7 +10,7 @@ from pathlib import Path
 import orjson
 
 from candlewax import __version__
-from candlewax.config import ConfigError, load_config
+from candlewax.config import ConfigError, load_config, parse_config
 
 _EPILOG = """\
 examples:
@@ -130,8 +130,10 @@ def main(argv: list[str] | None = None) -> int:
             from flows.runner import run_pipeline
 
             cfg = load_config(args.file)
-            if args.workers:
-                cfg.workers = args.workers
+            if args.workers is not None:
+                data = cfg.model_dump()
+                data["workers"] = args.workers
+                cfg = parse_config(data, f"{args.file} (--workers)", env={})
             run_pipeline(cfg)
             return 0
         if args.command == "replay":

@@ -13,7 +13,6 @@ from __future__ import annotations
 import copy
 import importlib
 import os
-import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -21,11 +20,11 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from candlewax.symbols import SymbolError, check_unified, to_native
+from operators.intervals import parse_intervals
+from sources.replay import parse_pace
 
 ENV_PREFIX = "CANDLEWAX__"
 SUPPORTED_VENUES = ("binance", "binance-usdm", "okx")
-_INTERVAL_RE = re.compile(r"^[1-9][0-9]*(ms|s|m|h|d)$")
-_PACE_RE = re.compile(r"^(max|recorded|[0-9]+(\.[0-9]+)?x)$")
 
 
 SourceChannel = Literal["trades", "book", "bbo"]
@@ -107,8 +106,7 @@ class SourceConfig(_Strict):
     @field_validator("pace")
     @classmethod
     def _pace(cls, pace: str) -> str:
-        if not _PACE_RE.match(pace):
-            raise ValueError(f"pace {pace!r} must be 'max', 'recorded' or like '10x'")
+        parse_pace(pace)  # the replay's own rule, so what validates also runs
         return pace
 
     @model_validator(mode="after")
@@ -159,9 +157,7 @@ class OhlcvConfig(_Strict):
     @field_validator("intervals")
     @classmethod
     def _intervals(cls, intervals: list[str]) -> list[str]:
-        for interval in intervals:
-            if not _INTERVAL_RE.match(interval):
-                raise ValueError(f"interval {interval!r} must look like 1s, 1m, 5m, 1h or 1d")
+        parse_intervals(intervals)  # the operator's own rule (also: no two of one length)
         return intervals
 
 
@@ -394,10 +390,13 @@ def apply_env(data: dict[str, Any], environ: dict[str, str] | None = None) -> di
             key: Any = int(part) if isinstance(node, list) and part.isdigit() else part
             if isinstance(node, list) and not (isinstance(key, int) and key < len(node)):
                 raise ConfigError(f"{name}: no list item {part!r} to override")
+            if not isinstance(node, dict | list):
+                path = ".".join(parts[:i])
+                raise ConfigError(f"{name}: {path} is {node!r}, not a section to override into")
             if last:
                 node[key] = yaml.safe_load(raw)
             else:
-                if isinstance(node, dict) and key not in node:
+                if isinstance(node, dict) and node.get(key) is None:
                     node[key] = {}
                 node = node[key]
     return data

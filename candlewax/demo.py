@@ -84,6 +84,9 @@ def run_demo(out: Path, pace: str = "20x", quiet: bool = False) -> int:
         data["sinks"] = data["sinks"][1:]
     cfg = parse_config(data, "demo")
     print(f"simulators: {', '.join(url for url, _ in urls)}  pace {pace}; output -> {out}/")
+    from flows import inputs
+
+    inputs.STOP.clear()  # a previous run in this process may have left it set
     watcher = threading.Thread(target=_stop_when_served, args=(sims, 900.0), daemon=True)
     started = time.monotonic()
     watcher.start()

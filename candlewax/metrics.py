@@ -126,7 +126,7 @@ def observe_records(records: Iterable[dict[str, Any]]) -> None:
         key = (venue, kind)
         kinds[key] = kinds.get(key, 0) + 1
         if kind == "status":
-            ekey = (venue, record["event"])
+            ekey = (venue, str(record.get("event", "")))
             events[ekey] = events.get(ekey, 0) + 1
     for (venue, kind), n in kinds.items():
         RECORDS.labels(venue, kind).inc(n)

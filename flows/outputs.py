@@ -43,7 +43,10 @@ OPEN_WRITERS: list[Any] = []
 
 class _MetricsPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
-        observe_records(record for _, record in items)
+        try:
+            observe_records(record for _, record in items)
+        except Exception:
+            log.exception("metrics: could not count a batch of records")
 
 
 class MetricsSink(DynamicSink[Any]):

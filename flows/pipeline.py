@@ -74,7 +74,9 @@ def build_flow(cfg: PipelineConfig, source: Source[Any] | None = None) -> Datafl
         outputs.append(_user_ops(cfg, "bars", bars_and_late))
 
     if cfg.operators.book.enabled:
-        book_out = op.stateful_batch("book", is_depth.trues, book_logic(cfg.operators.book))
+        book_out = op.stateful_batch(
+            "book", is_depth.trues, book_logic(cfg.operators.book, cfg.live)
+        )
         outputs.append(_user_ops(cfg, "book", book_out))
 
     merged = op.merge("all_records", *outputs)

@@ -20,6 +20,7 @@ from bytewax.testing import run_main
 
 from candlewax.config import PipelineConfig
 from flows import inputs
+from flows.outputs import close_open_writers
 from flows.pipeline import build_flow
 
 
@@ -57,6 +58,7 @@ def run_pipeline(cfg: PipelineConfig) -> None:
     finally:
         for sig, old in previous:
             signal.signal(sig, old)
+        close_open_writers()  # after an abort (second Ctrl-C) files still get closed
 
 
 def recovery_settings(cfg: PipelineConfig) -> tuple[timedelta | None, RecoveryConfig | None]:

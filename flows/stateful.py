@@ -30,6 +30,10 @@ def _now_us() -> int:
     return time.time_ns() // 1000
 
 
+def _at(due_us: int | None) -> datetime | None:
+    return None if due_us is None else datetime.fromtimestamp(due_us / 1e6, tz=UTC)
+
+
 def _failure(venue: str, step: str, exc: Exception, values: Iterable[Any]) -> Record:
     raw = repr(list(values))[:10_000]
     return make_dead_letter(venue, _now_us(), f"{step} failed: {type(exc).__name__}: {exc}", raw)
@@ -53,7 +57,7 @@ def dedupe_logic(cfg: DedupeConfig) -> Builder:
     return build
 
 
-class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder]):
+class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder | None]):
     """The engine gives builders no key, so the BarBuilder is made from the first trade."""
 
     def __init__(
@@ -61,10 +65,14 @@ class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder]):
         builder: BarBuilder | None,
         make: Callable[[str, str], BarBuilder],
         wall_clock_close: bool,
+        resumable: bool,
     ) -> None:
         self.builder = builder
         self.make = make
         self.wall_clock_close = wall_clock_close
+        # With recovery, the end of this run is not the end of the stream: open
+        # windows must stay open for the resumed run.
+        self.resumable = resumable
 
     def on_batch(self, values: list[Record]) -> tuple[Iterable[Record], bool]:
         try:
@@ -85,20 +93,19 @@ class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder]):
     def on_eof(self) -> tuple[Iterable[Record], bool]:
         if self.builder is None:
             return [], StatefulBatchLogic.RETAIN
+        if self.resumable:
+            return self.builder.open_bars(), StatefulBatchLogic.RETAIN
         return self.builder.flush(), StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:
         if self.builder is None:
             return None
-        if not self.wall_clock_close and not self.builder.partial_every_us:
-            return None
-        due = self.builder.next_wakeup()
-        if due is None:
-            return None
-        return datetime.fromtimestamp(due / 1e6, tz=UTC)
+        # Only wake for what on_notify can do: without wall-clock closing, that is the
+        # next in-progress update (a window-close time would be unreachable: a spin).
+        due = self.builder.next_wakeup() if self.wall_clock_close else self.builder.next_partial()
+        return _at(due)
 
-    def snapshot(self) -> BarBuilder:
-        assert self.builder is not None  # snapshots are only taken after a batch
+    def snapshot(self) -> BarBuilder | None:
         return self.builder
 
 
@@ -118,15 +125,18 @@ def ohlcv_logic(cfg: PipelineConfig) -> Builder:
         )
 
     def build(resume: BarBuilder | None) -> _OhlcvLogic:
-        return _OhlcvLogic(resume, make, wall_clock)
+        return _OhlcvLogic(resume, make, wall_clock, cfg.recovery is not None)
 
     return build
 
 
-class _BookLogic(StatefulBatchLogic[DepthMsg, Record, BookKeeper]):
-    def __init__(self, keeper: BookKeeper | None, cfg: BookConfig) -> None:
+class _BookLogic(StatefulBatchLogic[DepthMsg, Record, BookKeeper | None]):
+    def __init__(self, keeper: BookKeeper | None, cfg: BookConfig, live: bool) -> None:
         self.keeper = keeper
         self.cfg = cfg
+        # Live: a change inside an emit interval goes out when the interval ends even if
+        # no message follows. (Replays keep their recorded ts_ingest clock: no timers.)
+        self.live = live
 
     def on_batch(self, values: list[DepthMsg]) -> tuple[Iterable[Record], bool]:
         out: list[Record] = []
@@ -145,18 +155,26 @@ class _BookLogic(StatefulBatchLogic[DepthMsg, Record, BookKeeper]):
                 out.append(_failure(msg.venue, "book", exc, [msg]))
         return out, StatefulBatchLogic.RETAIN
 
-    def on_eof(self) -> tuple[Iterable[Record], bool]:
-        # The last state goes out even if the emit interval has not passed.
-        out = self.keeper.on_tick(2**62) if self.keeper is not None else []
+    def on_notify(self) -> tuple[Iterable[Record], bool]:
+        out = self.keeper.on_tick(_now_us()) if self.keeper is not None else []
         return out, StatefulBatchLogic.RETAIN
 
-    def snapshot(self) -> BookKeeper:
-        assert self.keeper is not None  # snapshots are only taken after a batch
+    def notify_at(self) -> datetime | None:
+        if not self.live or self.keeper is None:
+            return None
+        return _at(self.keeper.next_emit())
+
+    def on_eof(self) -> tuple[Iterable[Record], bool]:
+        # The last state goes out even if the emit interval has not passed.
+        out = self.keeper.flush() if self.keeper is not None else []
+        return out, StatefulBatchLogic.RETAIN
+
+    def snapshot(self) -> BookKeeper | None:
         return self.keeper
 
 
-def book_logic(cfg: BookConfig) -> Builder:
+def book_logic(cfg: BookConfig, live: bool = False) -> Builder:
     def build(resume: BookKeeper | None) -> _BookLogic:
-        return _BookLogic(resume, cfg)
+        return _BookLogic(resume, cfg, live)
 
     return build

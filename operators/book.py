@@ -246,6 +246,19 @@ class BookKeeper:
             self._emit(out)
         return out
 
+    def flush(self) -> list[dict[str, Any]]:
+        """A pending top-N now, whatever the interval (end of a run)."""
+        out: list[dict[str, Any]] = []
+        if self.synced and self._dirty:
+            self._emit_top(out, self._ts[1])
+        return out
+
+    def next_emit(self) -> int | None:
+        """``ts_ingest``-clock time at which a pending top-N is due, or None."""
+        if not (self.synced and self._dirty) or self._last_emit_us is None:
+            return None
+        return self._last_emit_us + self.emit_interval_us
+
     def on_tick(self, now_us: int) -> list[dict[str, Any]]:
         out: list[dict[str, Any]] = []
         if self.synced and self._dirty and self._interval_passed(now_us):

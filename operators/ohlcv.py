@@ -218,6 +218,22 @@ class BarBuilder:
                 self._close_interval(interval, max(interval.windows) + interval.length, out)
         return out
 
+    def open_bars(self) -> list[dict[str, Any]]:
+        """In-progress (``final: false``) bars of every open window, state untouched: the
+        end of a run that will be resumed from recovery, where the windows stay open."""
+        return [
+            self._bar(interval, start, interval.windows[start], final=False)
+            for interval in self._intervals
+            for start in sorted(interval.windows)
+        ]
+
+    def next_partial(self) -> int | None:
+        """When the next in-progress update is due (on the caller's clock), or None."""
+        if not self.partial_every_us:
+            return None
+        dirty = any(w.dirty for i in self._intervals for w in i.windows.values())
+        return self._next_partial_at if dirty else None
+
     def next_wakeup(self) -> int | None:
         """Earliest time a call to `on_time` can emit something, or None.
 

@@ -51,7 +51,10 @@ def test_nested_field_errors_have_paths() -> None:
     data["sinks"] = [{"type": "jsonl"}, {"type": "nosuch"}]
     text = errors_of(data)
     assert "operators.book.depth: Input should be greater than or equal to 1" in text
-    assert "operators.ohlcv.intervals: interval '1x' must look like 1s" in text
+    assert (
+        "operators.ohlcv.intervals: bad bar interval '1x': expected <positive integer><unit>"
+        in text
+    )
     assert "sinks[0].path: Field required" in text
     assert "sinks[1]" in text and "nosuch" in text
 
@@ -107,3 +110,24 @@ def test_bad_yaml_and_cli_exit_code(tmp_path: Path, capsys: pytest.CaptureFixtur
     assert main(["validate", str(bad)]) == 2
     assert "sources[0].venue" in capsys.readouterr().err
     assert main(["validate", str(ROOT / "examples" / "live.yaml")]) == 0
+
+
+def test_intervals_and_pace_use_the_rules_the_run_uses() -> None:
+    data = minimal()
+    data["operators"] = {"ohlcv": {"intervals": ["60s", "1m"]}}
+    assert "'60s' and '1m' are the same length" in errors_of(data)
+    assert "sources[0].pace" in errors_of(minimal(pace="0x"))
+
+
+def test_env_override_into_an_empty_section_or_a_scalar() -> None:
+    data = minimal()
+    data["operators"] = None  # `operators:` left empty in the YAML
+    cfg = parse_config(data, env={"CANDLEWAX__OPERATORS__BOOK__DEPTH": "3"})
+    assert cfg.operators.book.depth == 3
+    with pytest.raises(ConfigError, match="not a section to override into"):
+        parse_config(minimal(), env={"CANDLEWAX__SOURCES__0__VENUE__X": "1"})
+
+
+def test_cli_workers_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["run", str(ROOT / "examples" / "replay.yaml"), "--workers", "0"]) == 2
+    assert "workers: Input should be greater than or equal to 1" in capsys.readouterr().err
