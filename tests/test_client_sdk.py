@@ -240,3 +240,17 @@ def test_bad_arguments_fail_early() -> None:
         Stream(symbols="BTC/USDT")  # a str is a Sequence[str]: caught at run time
     with pytest.raises(ValueError, match="unknown subscription keys"):
         Stream(subscriptions=[{"symbol": ["BTC/USDT"]}])
+
+
+def test_one_unreadable_snapshot_record_costs_only_itself() -> None:
+    stats = StreamStats()
+    snapshot = {
+        "type": "snapshot",
+        "id": 1,
+        "records": [
+            {"type": "status", "venue": "binance", "event": "from-a-newer-server"},
+            TRADES[0],
+        ],
+    }
+    (message,) = decode(orjson.dumps(snapshot), typed=True, stats=stats)
+    assert [type(r).__name__ for r in message.records] == ["Trade"]

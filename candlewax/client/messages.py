@@ -71,7 +71,14 @@ def _typed(item: dict[str, Any]) -> BaseModel | None:
     if kind in CONTROL_TYPES:
         message: BaseModel = CONTROL_ADAPTER.validate_python(item)
         if isinstance(message, Snapshot):
-            records = [validate_record(r) for r in message.records]
+            # One unreadable record (say, from a newer server) costs only itself,
+            # as it would live, not the whole snapshot.
+            records = []
+            for raw in message.records:
+                try:
+                    records.append(validate_record(raw))
+                except ValidationError as exc:
+                    log.warning("candlewax client: unreadable snapshot record: %s", exc)
             message = message.model_copy(update={"records": records})
         return message
     return None
