@@ -21,10 +21,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from candlewax.symbols import SymbolError, check_unified, to_native
 from operators.intervals import parse_intervals
+from sources.registry import PARSERS
 from sources.replay import parse_pace
 
 ENV_PREFIX = "CANDLEWAX__"
-SUPPORTED_VENUES = ("binance", "binance-usdm", "okx")
+SUPPORTED_VENUES = tuple(PARSERS)
 
 
 SourceChannel = Literal["trades", "book", "bbo"]

@@ -4,8 +4,8 @@ A book that detects a gap or a checksum mismatch asks the live source of its
 venue to resync that one symbol (fetch a REST snapshot or resubscribe). The
 book operator and the source of a venue run in the same process in the
 deployments we support today (single process, any number of workers); a
-request for a venue with no listener in this process is counted, so the book
-still waits for the next in-band snapshot rather than failing silently.
+request for a venue with no listener in this process returns False; the book
+says so in its status detail and waits for the next in-band snapshot.
 """
 
 from __future__ import annotations
@@ -17,7 +17,6 @@ Listener = Callable[[str, str], None]  # (native_symbol, reason)
 
 _lock = threading.Lock()
 _listeners: dict[str, list[Listener]] = {}
-unheard: dict[str, int] = {}
 
 
 def subscribe(venue: str, listener: Listener) -> Callable[[], None]:
@@ -36,11 +35,9 @@ def subscribe(venue: str, listener: Listener) -> Callable[[], None]:
 def request(venue: str, native_symbol: str, reason: str) -> bool:
     """Ask every listener of ``venue`` to resync ``native_symbol``.
 
-    Returns False (and counts it) when no live source listens, e.g. in replay."""
+    Returns False when no live source listens, e.g. in replay."""
     with _lock:
         targets = list(_listeners.get(venue, []))
-        if not targets:
-            unheard[venue] = unheard.get(venue, 0) + 1
     for listener in targets:
         listener(native_symbol, reason)
     return bool(targets)

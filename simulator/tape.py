@@ -19,10 +19,11 @@ from typing import Any
 import orjson
 
 from sources.frames import SNAPSHOT_HINT, RawFrame
+from sources.okx import BOOK_CHANNELS
 from sources.replay import read_capture
 
 BINANCE_VENUES = ("binance", "binance-usdm")
-OKX_BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
+OKX_BOOK_CHANNELS = BOOK_CHANNELS
 SEQ_BASE = 1000  # first synthesized OKX seqId of each book
 UPDATE, SNAPSHOT = "update", "snapshot"
 

@@ -18,7 +18,8 @@ from sources.frames import RawFrame
 from sources.venue import FrameError, Item, NativeSymbols
 
 VENUE = "okx"
-_BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
+# Channels carrying snapshot + update books with seqId/checksum (the simulator reuses it).
+BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
 _SUBSCRIBE_CHANNEL = {"trades": "trades", "book": "books", "bbo": "bbo-tbt"}
 _SIDES = frozenset({"buy", "sell"})
 
@@ -99,7 +100,7 @@ class OkxParser:
         data = obj["data"]
         if data.__class__ is not list:
             raise FrameError("okx: data must be a list")
-        if channel in _BOOK_CHANNELS:
+        if channel in BOOK_CHANNELS:
             kind = obj["action"]
             if kind != "snapshot" and kind != "update":
                 raise FrameError(f"okx {channel}: unknown action {kind!r}")
