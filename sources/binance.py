@@ -155,6 +155,8 @@ class BinanceParser:
         symbol = self._symbol(d["s"])
         seen = self._depth_by_conn.get(frame.conn_id)
         if seen is None:
+            if len(self._depth_by_conn) >= 64:  # live runs open a connection per reconnect
+                del self._depth_by_conn[next(iter(self._depth_by_conn))]
             seen = self._depth_by_conn[frame.conn_id] = set()
         seen.add(symbol)
         return DepthMsg(
