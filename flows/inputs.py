@@ -8,7 +8,7 @@ end-of-stream reaches every operator and sink.
 from __future__ import annotations
 
 import threading
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -224,7 +224,7 @@ def _kafka_source(topics: dict[str, tuple[str, KafkaInput]]) -> Source[Any]:
     from confluent_kafka import OFFSET_BEGINNING, OFFSET_END
 
     kin = next(iter(topics.values()))[1]
-    return KafkaSource(
+    source = KafkaSource(
         kin.brokers,
         list(topics),
         tail=kin.tail,
@@ -233,6 +233,51 @@ def _kafka_source(topics: dict[str, tuple[str, KafkaInput]]) -> Source[Any]:
         batch_size=SOURCE_BATCH,
         raise_on_errors=False,  # a broker hiccup becomes a status record, not a crash
     )
+    return _StoppableSource(source)
+
+
+class _StoppableSource(FixedPartitionedSource[Any, Any]):
+    """A source whose partitions also end at ``STOP``: Bytewax's KafkaSource with
+    ``tail`` never ends by itself, so Ctrl-C would need a second, flushless one."""
+
+    def __init__(self, inner: FixedPartitionedSource[Any, Any]) -> None:
+        self.inner = inner
+
+    def list_parts(self) -> list[str]:
+        return self.inner.list_parts()
+
+    def build_part(self, step_id: str, for_part: str, resume_state: Any) -> _StoppablePartition:
+        return _StoppablePartition(self.inner.build_part(step_id, for_part, resume_state))
+
+
+class _StoppablePartition(StatefulSourcePartition[Any, Any]):
+    """Delegates everything (the snapshot is the inner offset, so recovery resumes
+    after the last emitted message); only ``next_batch`` checks ``STOP`` first."""
+
+    def __init__(self, inner: StatefulSourcePartition[Any, Any]) -> None:
+        self.inner = inner
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> Iterable[Any]:
+        if STOP.is_set():
+            raise StopIteration
+        batch = list(self.inner.next_batch())
+        # An idle tailing consumer would be polled again at once, every millisecond:
+        # after an empty poll, rest a little (like the live partitions do).
+        self._awake = None if batch else _now() + _IDLE
+        return batch
+
+    def next_awake(self) -> datetime | None:
+        inner = self.inner.next_awake()
+        if inner is None:
+            return self._awake
+        return inner if self._awake is None else max(inner, self._awake)
+
+    def snapshot(self) -> Any:
+        return self.inner.snapshot()
+
+    def close(self) -> None:
+        self.inner.close()
 
 
 def _kafka_items(topics: dict[str, tuple[str, KafkaInput]]) -> Any:

@@ -1,7 +1,8 @@
 """Kafka sinks: normalized records and raw frames (confluent-kafka / librdkafka).
 
 ``KafkaRecordSink`` writes records to ``<prefix>.norm.*`` and dead letters to
-``<prefix>.dlq`` (sinks/kafka_codec.py); ``KafkaRawSink`` writes raw frames to
+``<prefix>.dlq`` (sinks/kafka_codec.py), as are records it cannot encode or of
+no known type (counted); ``KafkaRawSink`` writes raw frames to
 ``<prefix>.raw.<venue>`` (sources/kafka_raw.py). Both create missing topics on
 start and share the delivery guarantees of ``ReliableProducer``: idempotent,
 acks=all, a full queue waits instead of failing, delivery errors counted,
@@ -20,11 +21,12 @@ import orjson
 from confluent_kafka import KafkaException
 
 from candlewax.config import KafkaSink as KafkaSinkConfig
+from candlewax.metrics import SINK_ERRORS
 from candlewax.schema import make_dead_letter
-from sinks.base import check_channels
+from sinks.base import SinkError, check_channels
 from sinks.kafka_codec import encode_record, exact
 from sinks.kafka_producer import ReliableProducer
-from sinks.kafka_topics import all_topics, ensure_topics, record_topics
+from sinks.kafka_topics import TOPIC_OF_TYPE, all_topics, ensure_topics, record_topics
 from sinks.message_ids import ID_OF
 from sources.frames import RawFrame
 from sources.kafka_raw import CONN_HEADER, HINT_HEADER, ID_HEADER, TS_HEADER, Headers, raw_topic
@@ -54,6 +56,7 @@ class KafkaRecordSink:
         self.topics = record_topics(cfg.topic_prefix, check_channels(cfg.channels))
         self.dlq = f"{cfg.topic_prefix}.dlq"
         self.producer = _producer(cfg, venues, raw=False)
+        self.dead_letters = 0  # records this sink could not encode, sent to the DLQ instead
 
     def write_batch(self, records: list[dict[str, Any]]) -> None:
         # encode_record inlined for the frequent types (the loop runs per record;
@@ -65,19 +68,21 @@ class KafkaRecordSink:
         dumps = orjson.dumps
         produced = 0
         for record in records:
-            kind = record["type"]
-            topic = topics.get(kind)
-            if topic is None:
-                continue  # channel not selected
-            make_id = FAST_ID.get(kind)
             try:
+                kind: Any = record.get("type")
+                topic = topics.get(kind)
+                if topic is None:
+                    if kind in TOPIC_OF_TYPE:
+                        continue  # channel not selected
+                    raise SinkError(f"record has no known 'type' ({kind!r})")
+                make_id = FAST_ID.get(kind)
                 if make_id is not None:
                     key = f"{record['venue']}:{record['symbol']}"
                     value = dumps(record, default=exact)
                     headers: Headers = [(ID_HEADER, make_id(key, record))]
                 else:
                     key, value, headers = encode_record(record)
-            except (TypeError, KeyError) as exc:  # a bug upstream: keep it, as a dead letter
+            except (TypeError, KeyError, SinkError) as exc:  # a bug upstream: keep it, as a DLQ
                 topic, key, value, headers = self._dead_letter(record, exc)
             try:
                 produce(topic, value, key, headers=headers)
@@ -89,9 +94,13 @@ class KafkaRecordSink:
     def _dead_letter(
         self, record: dict[str, Any], exc: Exception
     ) -> tuple[str, str, bytes, Headers]:
+        self.dead_letters += 1
+        SINK_ERRORS.labels(self.producer.label).inc()
         venue = str(record.get("venue", ""))
+        ts = record.get("ts_ingest")
         reason = f"kafka sink cannot encode: {type(exc).__name__}: {exc}"
-        key, value, headers = encode_record(make_dead_letter(venue, 0, reason, repr(record)))
+        letter = make_dead_letter(venue, ts if type(ts) is int else 0, reason, repr(record))
+        key, value, headers = encode_record(letter)
         return self.dlq, key, value, headers
 
     def checkpoint(self) -> None:

@@ -115,7 +115,7 @@ class ReliableProducer:
             except BufferError:
                 self._when_room(lambda: self._producer.produce(topic, value, key, headers=headers))
         except KafkaException as exc:  # refused locally: too large, unknown partition, ...
-            self._refused(topic, key, exc)
+            self._refused(topic, value, key, headers, exc, 1)
 
     def hot_produce(self) -> Callable[..., None]:
         """librdkafka's ``produce`` itself, for a sink's per-message loop: call it as
@@ -133,7 +133,7 @@ class ReliableProducer:
                 raise exc
             self._when_room(lambda: self._producer.produce(topic, value, key, headers=headers))
         except KafkaException as refused:
-            self._refused(topic, key, refused)
+            self._refused(topic, value, key, headers, refused, 1)
 
     def _when_room(self, produce: Callable[[], None]) -> None:
         """Retry ``produce`` until the local queue has room, serving delivery reports."""
@@ -166,16 +166,35 @@ class ReliableProducer:
             except BufferError:
                 self._when_room(produce)
         except KafkaException as exc:
-            self._refused(topic, key, exc)
+            self._refused(topic, value, key, headers, exc, attempts + 1)
 
-    def _refused(self, topic: str, key: str | bytes | None, exc: KafkaException) -> None:
+    def _refused(
+        self,
+        topic: str,
+        value: bytes | None,
+        key: str | bytes | None,
+        headers: ReportedHeaders,
+        exc: KafkaException,
+        attempts: int,
+    ) -> None:
+        """A message ``produce`` refused: dropped, unless the producer itself is broken.
+
+        After a fatal error every ``produce`` raises ``_FATAL`` and the error callback
+        only runs at the next poll: the message waits for the new producer instead."""
         err: KafkaError = exc.args[0]
         self.stats.delivery_errors += 1
-        self.stats.dropped += 1
         SINK_ERRORS.labels(self.label).inc()
-        SINK_DROPS.labels(self.label).inc()
         self.last_error = f"{err.name()}: {err.str()}"
         raw_key = key.encode() if isinstance(key, str) else key
+        if (err.fatal() or err.code() == KafkaError._FATAL) and attempts < MAX_ATTEMPTS:
+            if self._fatal is None:
+                self._fatal = err
+            self.stats.retried += 1
+            self._retry.append((topic, value, raw_key, headers, attempts))
+            self._report(topic, raw_key, err, "producing it again with a new producer")
+            return
+        self.stats.dropped += 1
+        SINK_DROPS.labels(self.label).inc()
         self._report(topic, raw_key, err, "refused by the producer, dropped")
 
     def after_batch(self, produced: int) -> None:
@@ -281,10 +300,10 @@ class ReliableProducer:
             self._status.append(make_status(venue, symbol or None, "error", ts, detail))
 
     def _replace_producer(self) -> None:
-        fatal, self._fatal = self._fatal, None
-        log.error("kafka sink: fatal producer error (%s), starting a new producer", fatal)
+        log.error("kafka sink: fatal producer error (%s), starting a new producer", self._fatal)
         old = self._producer
         old.purge()  # queued messages come back as delivery errors -> produced again
-        old.flush(0)
+        old.flush(0)  # serves those, and the old producer's pending fatal error callback
+        self._fatal = None
         self._producer = Producer(self.config)
         self.stats.producers += 1

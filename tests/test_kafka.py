@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 from bytewax.testing import run_main
+from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 from flow_helpers import BTC_SPOT, OKX_TBT, OKX_V5, outputs
@@ -22,9 +24,11 @@ from candlewax.config import KafkaSink as KafkaSinkConfig
 from candlewax.config import PipelineConfig, parse_config
 from candlewax.metrics import REGISTRY
 from candlewax.replay_cmd import replay_config
+from flows import inputs
 from flows.pipeline import build_flow
 from flows.runner import run_pipeline
 from sinks.kafka import KafkaRawSink, KafkaRecordSink
+from sinks.kafka_codec import encode_record
 from sinks.kafka_topics import record_key
 from sinks.message_ids import frame_id, record_id
 from sources.frames import RawFrame
@@ -216,6 +220,41 @@ def run_stage2(
     return outputs(out)
 
 
+def test_a_stop_signal_ends_a_tailing_stage2_run_and_flushes_it(
+    services: Services, tmp_path: Path
+) -> None:
+    prefix = unique("stop")
+    parser = make_parser("okx", [])
+    sink = KafkaRawSink(kafka_sink(services, prefix), ["okx"])
+    sink.write_batch([(f, parser.symbol_of(f)) for f in read_capture(OKX_V5, "okx")])
+    sink.close()
+    cfg = stage2_config(services, "okx", prefix, tmp_path / "tail", tail=True)
+    # A daemon thread: without the fix it tails forever and must not hold pytest open.
+    run = threading.Thread(target=run_pipeline, args=(cfg,), daemon=True)
+    trades = tmp_path / "tail" / "trades.jsonl"
+    try:
+        run.start()
+        deadline = time.monotonic() + 120
+        while run.is_alive() and time.monotonic() < deadline:
+            if trades.exists() and trades.read_bytes().count(b"\n") >= 74:
+                break  # every trade of the topic went through: only the tail is left
+            time.sleep(0.05)
+        assert run.is_alive(), "a tailing run must not end by itself"
+        inputs.STOP.set()  # what the runner's Ctrl-C / SIGTERM handler does
+        run.join(60)
+        stopped = not run.is_alive()
+        finite = run_stage2(services, prefix, tmp_path / "finite", None)
+    finally:
+        inputs.STOP.clear()
+        delete_topics(services.kafka, prefix)
+    assert stopped, "STOP must end a tailing kafka-mode run"
+    # Flushed like a run that reached the end of its topic: open bars included.
+    tailed = outputs(tmp_path / "tail")
+    assert tailed["bars"]
+    for channel, records in finite.items():
+        assert per_stream(tailed[channel]) == per_stream(records), channel
+
+
 # ---- a broker restart in the middle of a run ----
 
 
@@ -361,6 +400,56 @@ def test_delivery_errors_are_counted_and_reported_as_status(services: Services) 
     assert status[0]["event"] == "error" and status[0]["symbol"] == "BTC/USDT"
     assert "MSG_SIZE_TOO_LARGE" in status[0]["detail"]
     assert f"{prefix}.norm.trades" in status[0]["detail"]
+
+
+def test_messages_refused_after_a_fatal_error_are_resent_by_a_new_producer(
+    services: Services,
+) -> None:
+    # librdkafka's test fatal error (rd_kafka_test_fatal_error) is not exposed to Python:
+    # this is the exception every produce() raises once the producer is fatally broken.
+    fatal = KafkaException(KafkaError(KafkaError._FATAL, "test fatal error", fatal=True))
+    prefix = unique("fatal")
+    topic = f"{prefix}.norm.trades"
+    trades = real_trades(40)
+    sink = KafkaRecordSink(kafka_sink(services, prefix), ["binance"])
+    try:
+        sink.write_batch(trades[:10])
+        sink.checkpoint()
+        for trade in trades[10:]:
+            key, value, headers = encode_record(trade)
+            sink.producer.produce_failed(topic, value, key, headers, fatal)
+        sink.producer.after_batch(len(trades) - 10)
+        sink.close()
+        delivered = consume_all(services.kafka, topic)
+    finally:
+        delete_topics(services.kafka, prefix)
+    stats = sink.producer.stats
+    assert (stats.dropped, stats.producers, stats.retried) == (0, 2, len(trades) - 10)
+    assert [m.json() for m in delivered] == trades
+
+
+def test_records_without_a_known_type_go_to_the_dlq_and_the_rest_once(
+    services: Services,
+) -> None:
+    prefix = unique("untyped")
+    trades = real_trades(3)
+    untyped = {k: v for k, v in trades[1].items() if k != "type"}
+    unknown = {**trades[1], "type": "funding"}
+    sink = KafkaRecordSink(kafka_sink(services, prefix), ["binance"])
+    try:
+        sink.write_batch([trades[0], untyped, trades[1], unknown, trades[2]])
+        sink.close()
+        delivered = consume_all(services.kafka, f"{prefix}.norm.trades")
+        dead = consume_all(services.kafka, f"{prefix}.dlq")
+    finally:
+        delete_topics(services.kafka, prefix)
+    assert [m.json() for m in delivered] == trades  # nothing lost, nothing sent twice
+    assert sink.dead_letters == 2
+    letters = [m.json() for m in dead]
+    assert [d["raw"] for d in letters] == [repr(untyped), repr(unknown)]
+    assert "no known 'type' (None)" in letters[0]["reason"]
+    assert "no known 'type' ('funding')" in letters[1]["reason"]
+    assert letters[0]["ts_ingest"] == trades[1]["ts_ingest"]
 
 
 def test_a_replayed_run_repeats_ids_so_consumers_can_drop_duplicates(
