@@ -1,7 +1,7 @@
 """A live source partition: its connections on one asyncio loop in a daemon thread.
 
 The dataflow side (flows/) polls without blocking; frames and status dicts
-arrive in one thread-safe queue in receive order.
+arrive in one thread-safe queue in receive order, bounded by pausing the readers.
 """
 
 from __future__ import annotations
@@ -39,8 +39,16 @@ class ConnectionSpec:
 class LiveFeed:
     """Runs the given connections until :meth:`close`; :meth:`poll` drains their output."""
 
-    def __init__(self, specs: Sequence[ConnectionSpec], name: str = "candlewax-live") -> None:
+    def __init__(
+        self,
+        specs: Sequence[ConnectionSpec],
+        name: str = "candlewax-live",
+        max_queued: int = 200_000,
+    ) -> None:
+        if max_queued < 1:
+            raise ValueError(f"max_queued must be >= 1, got {max_queued}")
         self._queue: queue.SimpleQueue[Item] = queue.SimpleQueue()
+        self.max_queued = max_queued
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._stop: asyncio.Event | None = None
@@ -56,6 +64,7 @@ class LiveFeed:
                 self._queue.put,
                 spec.conn_prefix,
                 spec.settings,
+                self._full,
             )
             for spec in specs
         ]
@@ -83,6 +92,16 @@ class LiveFeed:
         self._thread.join(timeout)
 
     @property
+    def queued(self) -> int:
+        """Items waiting for :meth:`poll` (about; the thread keeps adding)."""
+        return self._queue.qsize()
+
+    @property
+    def backpressure_waits(self) -> int:
+        """How often a connection stopped reading because the queue was full."""
+        return sum(conn.backpressure_waits for conn in self.connections)
+
+    @property
     def alive(self) -> bool:
         return self._thread.is_alive()
 
@@ -91,6 +110,11 @@ class LiveFeed:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+    def _full(self) -> bool:
+        # Readers pause above the bound, so TCP pushes back on the venue instead of
+        # memory growing while the dataflow is slow.
+        return self._queue.qsize() >= self.max_queued
 
     def _run(self) -> None:
         asyncio.run(self._main())

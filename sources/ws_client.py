@@ -16,9 +16,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+import math
 import random
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,6 +34,8 @@ from sources.venue import VenueProtocol
 
 FrameCallback = Callable[[RawFrame], None]
 StatusCallback = Callable[[dict[str, Any]], None]
+Backpressure = Callable[[], bool]  # True: the consumer is full, stop reading for a moment
+_BACKPRESSURE_STEP = 0.005
 
 
 @dataclass(frozen=True)
@@ -42,7 +45,8 @@ class ClientSettings:
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
     healthy_after: float = 60.0  # a connection that lived this long resets the backoff
-    stall_timeout: float = 60.0  # nothing (data or pong) for this long -> "stale", reconnect
+    stall_timeout: float = 60.0  # nothing for this long -> ping; no pong -> "stale", reconnect
+    pong_timeout: float = 10.0  # how long the stall check waits for the pong
     max_lifetime: float | None = None  # None: the venue's documented limit
     rollover_margin: float = 600.0  # replace the connection this long before max_lifetime
     overlap_grace: float = 1.0  # keep the old connection after the new one delivered
@@ -51,8 +55,8 @@ class ClientSettings:
     ws_ping_interval: float | None = 20.0  # our own protocol pings (dead TCP detection)
     app_ping_interval: float | None = None  # None: the venue's (OKX 25 s)
     snapshot_delay: float = 1.0  # let diffs buffer after the first frame, then fetch
-    snapshot_timeout: float = 10.0
-    snapshot_retries: int = 3
+    snapshot_timeout: float = 10.0  # one REST request; failures retry with backoff
+    resync_min_interval: float = 5.0  # per symbol (OKX: 480 (un)subscribes/hour/connection)
     max_message_bytes: int = 1 << 24
 
     def backoff(self, attempt: int) -> float:
@@ -75,6 +79,8 @@ class _Link:
 
     def __init__(self, conn_id: str, ws: ClientConnection, rollover_at: float | None) -> None:
         self.conn_id = conn_id
+        # Same subscription stream as the links it replaced in planned rollovers.
+        self.session = conn_id
         self.ws = ws
         self.opened = time.monotonic()
         self.last_data = self.opened
@@ -99,6 +105,7 @@ class VenueConnection:
         on_status: StatusCallback,
         conn_prefix: str = "",
         settings: ClientSettings | None = None,
+        backpressure: Backpressure | None = None,
     ) -> None:
         self.protocol = protocol
         self.venue = protocol.venue
@@ -110,6 +117,7 @@ class VenueConnection:
         self.conn_prefix = conn_prefix or f"{self.venue}-"
         self._on_frame = on_frame
         self._on_status = on_status
+        self._backpressure = backpressure
         self._counter = itertools.count(1)
         self._by_upper = {n.upper(): n for n in self.natives}
         self._snapshot_natives = [
@@ -123,11 +131,13 @@ class VenueConnection:
         self._http: httpx.AsyncClient | None = None
         self._current: _Link | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._resyncing: set[str] = set()
+        self._resyncing: set[str] = set()  # natives with a snapshot/resync in flight or due
+        self._last_resync: dict[str, float] = {}
         # Counters for tests and metrics.
         self.connects = 0
         self.snapshots = 0
         self.resyncs = 0
+        self.backpressure_waits = 0
 
     # ---- public ----
 
@@ -144,10 +154,14 @@ class VenueConnection:
                 link = await self._try_open()
                 if link is not None:
                     self._current = link
+                    snapshots = None
                     if self._snapshot_natives:
-                        self._spawn(self._initial_snapshots(link))
+                        snapshots = self._spawn(self._initial_snapshots(link))
                     link, reason = await self._supervise(link, stop_waiter)
                     self._current = None
+                    if snapshots is not None:  # ends before the next link marks its natives
+                        snapshots.cancel()
+                        await asyncio.gather(snapshots, return_exceptions=True)
                     await self._close(link, reason)
                     if time.monotonic() - link.opened >= self.settings.healthy_after:
                         attempt = 0
@@ -246,8 +260,12 @@ class VenueConnection:
             if link.reader.done():
                 return link, link.reader.result()
             now = time.monotonic()
+            if now - link.last_data >= stall and await self._answers_ping(link, stop_waiter):
+                link.last_data = time.monotonic()  # quiet but alive (an illiquid pair)
+                continue
+            now = time.monotonic()
             if now - link.last_data >= stall:
-                detail = f"{link.conn_id}: no data for {now - link.last_data:.1f}s"
+                detail = f"{link.conn_id}: no data for {now - link.last_data:.1f}s, no pong"
                 self._status("stale", detail)
                 return link, f"stale ({detail})"
             if link.replace_now.is_set():
@@ -276,10 +294,13 @@ class VenueConnection:
             )
         finally:
             first.cancel()
-        if new.reader.done() and not stop_waiter.done():
-            await self._close(new, f"replacement failed: {new.reader.result()}")
+        if not stop_waiter.done() and (new.reader.done() or not new.first_data.is_set()):
+            # Never swap a working connection for a dead or silent one.
+            why = new.reader.result() if new.reader.done() else "it delivered no data"
+            await self._close(new, f"replacement failed: {why}")
             old.rollover_at = time.monotonic() + self.settings.backoff(1) + 1.0
             return old
+        new.session = old.session
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(stop_waiter), self.settings.overlap_grace)
         self._current = new
@@ -296,12 +317,33 @@ class VenueConnection:
                     await task
         self._status("disconnected", f"{link.conn_id}: {reason}")
 
+    async def _answers_ping(self, link: _Link, stop_waiter: asyncio.Future[Any]) -> bool:
+        """Ping a quiet link: True if the pong came (or the link ended/was stopped meanwhile,
+        which the supervisor handles next); False only for a missing pong."""
+        try:
+            pong: Awaitable[float] = await link.ws.ping()
+        except ConnectionClosed:
+            return True  # the reader ends with the close reason
+        assert link.reader is not None
+        waiter = asyncio.ensure_future(pong)
+        try:
+            await asyncio.wait(
+                {waiter, link.reader, stop_waiter},
+                timeout=self.settings.pong_timeout,
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+        finally:
+            waiter.cancel()
+        ponged = waiter.done() and not waiter.cancelled() and waiter.exception() is None
+        return ponged or link.reader.done() or stop_waiter.done()
+
     async def _read(self, link: _Link) -> str:
         """Deliver every data frame; returns the close reason."""
         venue = self.venue
         is_control = self.protocol.is_control
         is_notice = self.protocol.is_shutdown_notice
         on_frame = self._on_frame
+        full = self._backpressure
         try:
             async for message in link.ws:
                 ts = time.time_ns() // 1000
@@ -316,6 +358,12 @@ class VenueConnection:
                 on_frame(RawFrame(venue, link.conn_id, ts, text))
                 if not link.first_data.is_set():
                     link.first_data.set()
+                if full is not None and full():
+                    # Stop reading so TCP pushes back instead of the queue growing.
+                    self.backpressure_waits += 1
+                    while full():
+                        await asyncio.sleep(_BACKPRESSURE_STEP)
+                        link.last_data = time.monotonic()  # we are slow, not the venue
         except ConnectionClosed:
             pass
         code = link.ws.close_code
@@ -331,21 +379,29 @@ class VenueConnection:
     # ---- snapshots and resync ----
 
     async def _initial_snapshots(self, link: _Link) -> None:
-        """Binance's procedure: stream open and buffering first, then the snapshot."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(link.first_data.wait(), self.settings.stall_timeout)
-        await asyncio.sleep(self.settings.snapshot_delay)
-        for native in self._snapshot_natives:
-            await self._fetch_snapshot(native, link)
+        """Binance's procedure: stream open and buffering first, then the snapshot.
 
-    async def _fetch_snapshot(self, native: str, for_link: _Link | None = None) -> None:
-        """GET the depth snapshot and inject it; ``for_link``: only while that link is current."""
+        The natives count as resyncing meanwhile: a gap seen on the new stream
+        needs no second fetch."""
+        natives = [n for n in self._snapshot_natives if n not in self._resyncing]
+        self._resyncing.update(natives)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(link.first_data.wait(), self.settings.stall_timeout)
+            await asyncio.sleep(self.settings.snapshot_delay)
+            for native in natives:
+                await self._fetch_snapshot(native, link)
+        finally:
+            self._resyncing.difference_update(natives)
+
+    async def _fetch_snapshot(self, native: str, for_link: _Link) -> None:
+        """GET the depth snapshot and inject it, retrying with capped backoff for as long
+        as ``for_link`` or its planned replacement is the current connection."""
         assert self._http is not None and self.rest_url is not None
         url = self.protocol.snapshot_url(self.rest_url, native)
         assert url is not None
-        s = self.settings
-        for attempt in range(max(1, s.snapshot_retries)):
-            wait = s.backoff(attempt + 1)
+        for attempt in itertools.count(1):
+            wait = self.settings.backoff(attempt)
             try:
                 response = await self._http.get(url)
             except httpx.HTTPError as exc:
@@ -353,8 +409,8 @@ class VenueConnection:
             else:
                 if response.status_code == 200:
                     link = self._current
-                    if link is None or (for_link is not None and link is not for_link):
-                        return  # the connection it was for is gone; the next fetches its own
+                    if link is None or link.session != for_link.session:
+                        return  # a new subscription: it fetches its own
                     self.snapshots += 1
                     self._on_frame(
                         RawFrame(
@@ -371,22 +427,37 @@ class VenueConnection:
                 if retry_after.isdigit():
                     wait = max(wait, float(retry_after))
             self._status("error", f"depth snapshot {native} from {url}: {problem}"[:500])
-            if attempt + 1 < s.snapshot_retries:
-                await asyncio.sleep(wait)
+            await asyncio.sleep(wait)
+            link = self._current
+            if link is None or link.session != for_link.session:
+                return
 
     def _resync(self, native: str, reason: str) -> None:
         configured = self._by_upper.get(native.upper())
         link = self._current
         if configured is None or link is None or configured in self._resyncing:
             return  # not ours, between connections (a new one resyncs anyway), or in flight
-        self.resyncs += 1
-        if configured in self._snapshot_natives:
-            coro: Coroutine[Any, Any, None] = self._fetch_snapshot(configured)
-        else:
-            coro = self._send_all(link, self.protocol.resync_messages(configured))
+        if configured not in self._snapshot_natives and "book" not in self.channels:
+            return  # this connection has no book subscription to renew
+        due = self._last_resync.get(configured, -math.inf) + self.settings.resync_min_interval
         self._resyncing.add(configured)
-        task = self._spawn(coro)
+        task = self._spawn(self._resync_at(configured, due))
         task.add_done_callback(lambda _: self._resyncing.discard(configured))
+
+    async def _resync_at(self, native: str, due: float) -> None:
+        """Resync no sooner than ``due``: requests inside the interval wait, not vanish."""
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        link = self._current
+        if link is None:
+            return  # between connections: the next one starts fresh
+        self._last_resync[native] = time.monotonic()
+        self.resyncs += 1
+        if native in self._snapshot_natives:
+            await self._fetch_snapshot(native, link)
+        else:
+            await self._send_all(link, self.protocol.resync_messages(native))
 
     async def _send_all(self, link: _Link, messages: list[str]) -> None:
         with contextlib.suppress(ConnectionClosed):

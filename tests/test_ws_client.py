@@ -4,14 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import orjson
+from websockets.asyncio.server import ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
 
 from candlewax import resync
 from candlewax.symbols import SymbolMap, from_native
@@ -80,9 +85,10 @@ async def run_until(
     settings: ClientSettings = FAST,
     recorder: Recorder | None = None,
     action: Callable[[Recorder, VenueConnection], None] | None = None,
+    act_when: Callable[[Recorder, VenueConnection], bool] = lambda rec, _conn: bool(rec.frames),
 ) -> tuple[Recorder, VenueConnection]:
     """Connect a client to the simulator until ``until`` holds (``action`` runs once, when
-    the client delivered its first frame)."""
+    ``act_when`` first holds: by default when the client delivered its first frame)."""
     await sim.start()
     rec = recorder or Recorder(sim.venue)
     protocol = PROTOCOLS[sim.venue]
@@ -103,7 +109,7 @@ async def run_until(
     acted = action is None
     try:
         while not until(rec, conn) and time.monotonic() < deadline and not task.done():
-            if not acted and rec.frames:
+            if not acted and act_when(rec, conn):
                 acted = True
                 assert action is not None
                 action(rec, conn)
@@ -185,19 +191,42 @@ def test_reconnects_with_backoff_after_injected_disconnects_and_loses_nothing() 
     assert conn.connects == len({f.conn_id for f in rec.frames})
 
 
-def test_stall_watchdog_reports_stale_and_reconnects() -> None:
-    sim = Simulator("binance", BTC, limit=120, faults=Faults(stall_after=40, stall_seconds=30))
+def test_quiet_stream_that_answers_pings_is_not_stale() -> None:
+    """A pause in the data (an illiquid pair) is not a stall while the server answers pings."""
+    sim = Simulator("binance", BTC, limit=120, faults=Faults(stall_after=40, stall_seconds=1.0))
     expected = expected_texts(sim)
-    settings = replace(FAST, stall_timeout=0.3)
-    rec, _ = asyncio.run(
+    settings = replace(FAST, stall_timeout=0.2, pong_timeout=5.0)
+    rec, conn = asyncio.run(
         run_until(sim, ["BTCUSDT"], ["trades", "book", "bbo"], all_received(expected), settings)
     )
     assert sim.stats.stalls == 1
-    stale = rec.events("stale")
-    assert stale and "no data" in stale[0]["detail"]
+    assert not rec.events("stale")
+    assert conn.connects == 1
+    assert [f.text for f in rec.data()] == expected
+
+
+def test_stall_watchdog_reports_stale_when_no_pong_comes_and_reconnects() -> None:
+    replaced = asyncio.Event()
+
+    async def handler(ws: ServerConnection, n: int) -> None:
+        await ws.send(_trade(n * 1000))
+        if n == 0:
+            ws.transport.pause_reading()  # a dead peer: no data and no pong
+            await replaced.wait()
+            ws.transport.abort()  # it could not read the client's close frame either
+        else:
+            replaced.set()
+            await ws.wait_closed()
+
+    settings = replace(FAST, stall_timeout=0.2, pong_timeout=0.2)
+    rec, _ = asyncio.run(
+        run_custom(handler, ["trades"], lambda rec, _c: len(rec.data()) >= 2, settings)
+    )
+    (stale,) = rec.events("stale")[:1]
+    assert stale["detail"].startswith("t1: no data") and "no pong" in stale["detail"]
     events = [s["event"] for s in rec.statuses]
     assert events[:5] == ["connected", "subscribed", "stale", "disconnected", "reconnecting"]
-    assert unique_in_order([f.text for f in rec.data()]) == expected
+    assert [f.conn_id for f in rec.data()][:2] == ["t1", "t2"]
 
 
 def test_planned_reconnect_overlaps_connections_without_a_gap() -> None:
@@ -223,7 +252,7 @@ def test_planned_reconnect_overlaps_connections_without_a_gap() -> None:
 def test_server_shutdown_notice_replaces_the_connection_early() -> None:
     """Binance's serverShutdown: the client opens the replacement at once, while the old
     connection still delivers, instead of waiting for the cut (and losing frames)."""
-    from websockets.asyncio.server import ServerConnection, serve
+    from websockets.asyncio.server import serve
     from websockets.exceptions import ConnectionClosed
 
     served: list[int] = []
@@ -287,7 +316,12 @@ def test_resync_request_fetches_and_injects_a_new_binance_snapshot() -> None:
     def done(rec: Recorder, _conn: VenueConnection) -> bool:
         return len(rec.snapshots()) >= 2 and rec.keepers["BTC/USDT"].synced
 
-    rec, conn = asyncio.run(run_until(sim, ["BTCUSDT"], ["book"], done, recorder=rec, action=ask))
+    def synced(rec: Recorder, _conn: VenueConnection) -> bool:
+        return rec.keepers["BTC/USDT"].synced
+
+    rec, conn = asyncio.run(
+        run_until(sim, ["BTCUSDT"], ["book"], done, recorder=rec, action=ask, act_when=synced)
+    )
     assert conn.resyncs == 1
     assert len(rec.snapshots()) == 2
     assert sim.stats.rest_snapshots == 2
@@ -409,3 +443,235 @@ def load_frames(path: Path, n: int) -> list[str]:
 
     frames = read_capture(path, "okx" if "okx" in path.parts else "binance")
     return [f.text for _, f in zip(range(n), frames, strict=False)]
+
+
+# ---- custom servers for the failure modes the simulator does not play ----
+
+Handler = Callable[[ServerConnection, int], Coroutine[Any, Any, None]]
+DepthHandler = Callable[[int], Coroutine[Any, Any, tuple[int, str]]]
+DEPTH = '{"lastUpdateId":5,"bids":[],"asks":[]}'
+
+
+def _trade(i: int) -> str:
+    return f'{{"stream":"btcusdt@trade","data":{{"e":"trade","t":{i}}}}}'
+
+
+async def stream_trades(ws: ServerConnection, n: int) -> None:
+    """Every connection streams until the client closes it."""
+    with contextlib.suppress(ConnectionClosed):
+        for i in itertools.count():
+            await ws.send(_trade(n * 100_000 + i))
+            await asyncio.sleep(0.005)
+
+
+async def run_custom(
+    handler: Handler,
+    channels: list[str],
+    until: Callable[[Recorder, VenueConnection], bool],
+    settings: ClientSettings = FAST,
+    depth: DepthHandler | None = None,
+) -> tuple[Recorder, VenueConnection]:
+    """A Binance-like server on 127.0.0.1: ``handler(ws, n)`` serves the n-th connection,
+    ``depth(k)`` answers the k-th REST depth request with (status, body)."""
+    served = itertools.count()
+    requests = itertools.count()
+
+    async def route(connection: ServerConnection, request: Request) -> Response | None:
+        if not request.path.startswith("/api/v3/depth"):
+            return None
+        assert depth is not None
+        status, body = await depth(next(requests))
+        return Response(status, "", Headers({"Content-Type": "application/json"}), body.encode())
+
+    async def serve_one(ws: ServerConnection) -> None:
+        await handler(ws, next(served))
+
+    async with serve(serve_one, "127.0.0.1", 0, process_request=route) as server:
+        port = server.sockets[0].getsockname()[1]
+        rec = Recorder("binance")
+        conn = VenueConnection(
+            PROTOCOLS["binance"],
+            f"ws://127.0.0.1:{port}",
+            f"http://127.0.0.1:{port}",
+            ["BTCUSDT"],
+            channels,
+            rec.on_frame,
+            rec.statuses.append,
+            "t",
+            settings,
+        )
+        stop = asyncio.Event()
+        task = asyncio.create_task(conn.run(stop))
+        deadline = time.monotonic() + DEADLINE
+        while not until(rec, conn) and time.monotonic() < deadline and not task.done():
+            await asyncio.sleep(0.01)
+        stop.set()
+        await task
+    assert until(rec, conn), f"condition not reached; statuses: {rec.statuses}"
+    return rec, conn
+
+
+def test_binance_snapshot_is_retried_until_the_rest_endpoint_recovers() -> None:
+    async def depth(k: int) -> tuple[int, str]:
+        return (503, '{"code":-1003,"msg":"busy"}') if k < 4 else (200, DEPTH)
+
+    rec, conn = asyncio.run(
+        run_custom(stream_trades, ["book"], lambda rec, _c: bool(rec.snapshots()), depth=depth)
+    )
+    assert [f.text for f in rec.snapshots()] == [DEPTH]
+    errors = [s["detail"] for s in rec.events("error")]
+    assert len(errors) == 4 and all("HTTP 503" in e for e in errors)
+    assert conn.connects == 1
+
+
+def test_snapshot_outliving_a_planned_rollover_is_injected_on_the_replacement() -> None:
+    async def depth(k: int) -> tuple[int, str]:
+        await asyncio.sleep(0.6)  # slower than the rollover
+        return 200, DEPTH
+
+    settings = replace(FAST, max_lifetime=0.4, rollover_margin=0.2, overlap_grace=0.05)
+    rec, _ = asyncio.run(
+        run_custom(stream_trades, ["book"], lambda rec, _c: bool(rec.snapshots()), settings, depth)
+    )
+    [snapshot] = rec.snapshots()
+    assert snapshot.conn_id != "t1"  # t1 was replaced while the request was out
+    assert "t1: replaced by t2" in rec.events("disconnected")[0]["detail"]
+    assert not rec.events("reconnecting")
+
+
+def test_planned_reconnect_keeps_the_old_connection_if_the_new_one_stays_silent() -> None:
+    async def handler(ws: ServerConnection, n: int) -> None:
+        if n == 0:
+            await stream_trades(ws, n)
+        else:
+            await ws.wait_closed()  # subscribed, answers pings, sends nothing
+
+    settings = replace(FAST, max_lifetime=0.4, rollover_margin=0.2, stall_timeout=0.3)
+    rec, _ = asyncio.run(
+        run_custom(handler, ["trades"], lambda rec, _c: bool(rec.events("disconnected")), settings)
+    )
+    first_close = rec.events("disconnected")[0]["detail"]
+    assert first_close == "t2: replacement failed: it delivered no data"
+    assert {f.conn_id for f in rec.data()} == {"t1"}
+
+
+def test_reconnect_fetches_one_snapshot_even_if_the_book_asks_for_a_resync() -> None:
+    """A gap seen while the connection's first snapshot is pending needs no second fetch."""
+    sim = Simulator("binance", BTC, limit=150)
+    rec = Recorder("binance", ["BTC/USDT"])
+
+    def ask(rec: Recorder, conn: VenueConnection) -> None:
+        assert resync.request("binance", "BTCUSDT", "gap before the first snapshot")
+
+    def done(rec: Recorder, _conn: VenueConnection) -> bool:
+        return bool(rec.snapshots()) and rec.keepers["BTC/USDT"].synced
+
+    rec, conn = asyncio.run(run_until(sim, ["BTCUSDT"], ["book"], done, recorder=rec, action=ask))
+    assert conn.resyncs == 0
+    assert sim.stats.rest_snapshots == 1
+    assert len(rec.snapshots()) == 1
+
+
+async def _okx_client(
+    sim: Simulator, channels: list[str], settings: ClientSettings
+) -> tuple[Recorder, VenueConnection, asyncio.Event, asyncio.Task[None]]:
+    await sim.start()
+    rec = Recorder("okx")
+    conn = VenueConnection(
+        PROTOCOLS["okx"],
+        sim.ws_url,
+        None,
+        ["BTC-USDT"],
+        channels,
+        rec.on_frame,
+        rec.statuses.append,
+        "t",
+        settings,
+    )
+    stop = asyncio.Event()
+    task = asyncio.create_task(conn.run(stop))
+    await wait_for(lambda: bool(rec.frames))
+    return rec, conn, stop, task
+
+
+async def wait_for(condition: Callable[[], bool]) -> None:
+    deadline = time.monotonic() + DEADLINE
+    while not condition() and time.monotonic() < deadline:
+        await asyncio.sleep(0.01)
+    assert condition()
+
+
+def test_okx_resync_is_ignored_on_a_connection_without_the_book_channel() -> None:
+    sim = Simulator("okx", OKX_V5, okx_seq_ids=True)
+
+    async def main() -> VenueConnection:
+        _rec, conn, stop, task = await _okx_client(sim, ["trades"], FAST)
+        requests = sim.stats.subscribe_requests
+        conn.request_resync("BTC-USDT", "test")
+        await asyncio.sleep(0.1)  # the request runs on the next loop turn
+        assert sim.stats.subscribe_requests == requests
+        stop.set()
+        await task
+        await sim.stop()
+        return conn
+
+    conn = asyncio.run(main())
+    assert conn.resyncs == 0
+    assert sim.stats.okx_snapshots == 0
+
+
+def test_okx_resyncs_of_one_symbol_are_spaced_and_an_early_one_is_deferred() -> None:
+    sim = Simulator("okx", OKX_V5, okx_seq_ids=True)
+    interval = 0.5
+
+    async def main() -> tuple[VenueConnection, float]:
+        settings = replace(FAST, resync_min_interval=interval)
+        _rec, conn, stop, task = await _okx_client(sim, ["book"], settings)
+        conn.request_resync("BTC-USDT", "first")
+        await wait_for(lambda: sim.stats.okx_snapshots == 1)  # built by the simulator
+        first = time.monotonic()
+        conn.request_resync("BTC-USDT", "too soon")
+        await asyncio.sleep(0.05)
+        assert conn.resyncs == 1  # deferred, not sent yet
+        await wait_for(lambda: sim.stats.okx_snapshots == 2)  # and not dropped
+        spacing = time.monotonic() - first
+        stop.set()
+        await task
+        await sim.stop()
+        return conn, spacing
+
+    conn, spacing = asyncio.run(main())
+    assert conn.resyncs == 2
+    assert spacing >= interval - 0.06  # a lower bound only: sleeps never end early
+
+
+def test_live_feed_stops_reading_while_its_queue_is_full_and_loses_nothing() -> None:
+    sim = SimulatorThread("binance", BTC, limit=300)
+    sim.start()
+    try:
+        spec = ConnectionSpec(
+            PROTOCOLS["binance"],
+            ["BTCUSDT"],
+            ["trades", "book", "bbo"],
+            ws_url=sim.ws_url,
+            rest_url=sim.rest_url,
+            settings=FAST,
+        )
+        feed = LiveFeed([spec], max_queued=20)
+        deadline = time.monotonic() + DEADLINE
+        while feed.backpressure_waits == 0 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        queued_when_full = feed.queued
+        items: list[RawFrame | dict[str, Any]] = []
+        tape = [e.text for e in sim.simulator.tape.entries]
+        while time.monotonic() < deadline:
+            items += feed.poll(max_items=7)
+            if sum(isinstance(i, RawFrame) for i in items) >= len(tape) + 1:  # + snapshot
+                break
+            time.sleep(0.001)
+        feed.close()
+    finally:
+        sim.stop()
+    assert feed.backpressure_waits >= 1
+    assert queued_when_full <= 20 + 2  # the bound, plus the connect status dicts
+    assert [i.text for i in items if isinstance(i, RawFrame) and i.hint is None] == tape
