@@ -42,8 +42,9 @@ def check_channels(channels: Iterable[str] | None) -> frozenset[str]:
     return chosen
 
 
-def _default(value: Any) -> Any:
-    # Records carry decimal text already; a stray Decimal is still rendered exactly.
+def json_default(value: Any) -> Any:
+    """orjson fallback for every sink: records carry decimal text already; a stray
+    Decimal is still rendered exactly; anything else cannot be a record field."""
     if isinstance(value, Decimal):
         return decimal_text(value)
     raise TypeError(f"cannot encode {type(value).__name__} in a record")
@@ -52,7 +53,7 @@ def _default(value: Any) -> Any:
 def dumps_line(record: Record) -> bytes:
     """One JSON line (trailing newline included)."""
     try:
-        return orjson.dumps(record, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(record, default=json_default, option=orjson.OPT_APPEND_NEWLINE)
     except TypeError as exc:  # orjson.JSONEncodeError subclasses TypeError
         raise SinkError(f"record cannot be encoded as JSON: {exc}") from None
 

@@ -23,8 +23,8 @@ from confluent_kafka import KafkaException
 from candlewax.config import KafkaSink as KafkaSinkConfig
 from candlewax.metrics import SINK_ERRORS
 from candlewax.schema import make_dead_letter
-from sinks.base import SinkError, check_channels
-from sinks.kafka_codec import encode_record, exact
+from sinks.base import SinkError, check_channels, json_default
+from sinks.kafka_codec import encode_record
 from sinks.kafka_producer import ReliableProducer
 from sinks.kafka_topics import TOPIC_OF_TYPE, all_topics, ensure_topics, record_topics
 from sinks.message_ids import ID_OF
@@ -78,7 +78,7 @@ class KafkaRecordSink:
                 make_id = FAST_ID.get(kind)
                 if make_id is not None:
                     key = f"{record['venue']}:{record['symbol']}"
-                    value = dumps(record, default=exact)
+                    value = dumps(record, default=json_default)
                     headers: Headers = [(ID_HEADER, make_id(key, record))]
                 else:
                     key, value, headers = encode_record(record)

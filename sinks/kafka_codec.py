@@ -9,30 +9,22 @@ there is no ``type`` header: the JSON says it.)
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from candlewax.schema import decimal_text
+from sinks.base import json_default
 from sinks.message_ids import record_id, record_key
 from sources.kafka_raw import ID_HEADER, Headers
 
 REASON_HEADER = "reason"
 
 
-def exact(value: Any) -> Any:
-    """orjson fallback: a stray Decimal is still rendered as exact text."""
-    if isinstance(value, Decimal):
-        return decimal_text(value)
-    raise TypeError(f"cannot encode {type(value).__name__} in a record")
-
-
 def encode_record(record: dict[str, Any]) -> tuple[str, bytes, Headers]:
     """(key, value, headers); raises TypeError for a record JSON cannot carry."""
     kind = record["type"]
     key = record_key(record)
-    value = orjson.dumps(record, default=exact)
+    value = orjson.dumps(record, default=json_default)
     headers: Headers = [(ID_HEADER, record_id(key, record, value))]
     if kind == "dead_letter":
         headers.append((REASON_HEADER, str(record["reason"]).encode("utf-8", "replace")[:1024]))

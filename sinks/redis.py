@@ -38,8 +38,7 @@ from redis.retry import Retry
 from candlewax.config import RedisSink as RedisSinkConfig
 from candlewax.metrics import SINK_DROPS, SINK_ERRORS, SINK_RECORDS
 from candlewax.schema import CHANNEL_OF_TYPE
-from sinks.base import check_channels
-from sinks.kafka_codec import exact
+from sinks.base import check_channels, json_default
 from sinks.message_ids import record_id, record_key
 
 log = logging.getLogger(__name__)
@@ -159,7 +158,7 @@ class RedisSink:
             if field is None and not wanted:
                 continue  # nothing to send: skip the encoding
             try:
-                value = orjson.dumps(record, default=exact)
+                value = orjson.dumps(record, default=json_default)
             except TypeError as exc:  # a record JSON cannot carry: count it, keep going
                 self.stats.dropped += 1
                 SINK_ERRORS.labels("redis").inc()

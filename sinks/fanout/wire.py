@@ -8,23 +8,16 @@ runs without compression, so a frame does not depend on the connection.
 from __future__ import annotations
 
 import struct
-from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from candlewax.schema import decimal_text
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, Decimal):  # records carry text; a stray Decimal stays exact
-        return decimal_text(value)
-    raise TypeError(f"cannot encode {type(value).__name__}")
+from sinks.base import json_default
 
 
 def encode(message: dict[str, Any]) -> bytes:
     """JSON bytes (raises TypeError for a value JSON cannot carry)."""
-    return orjson.dumps(message, default=_default)
+    return orjson.dumps(message, default=json_default)
 
 
 def text_frame(payload: bytes) -> bytes:
