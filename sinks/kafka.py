@@ -60,7 +60,7 @@ class KafkaRecordSink:
 
     def write_batch(self, records: list[dict[str, Any]]) -> None:
         # encode_record inlined for the frequent types (the loop runs per record;
-        # bench/sinks.py measures it against the bare producer); the rest, and
+        # bench/sink_throughput.py measures it against the bare producer); the rest, and
         # anything odd, takes encode_record itself.
         topics = self.topics
         produce = self.producer.hot_produce()
@@ -129,7 +129,7 @@ class KafkaRawSink:
 
     def write_batch(self, items: Sequence[tuple[RawFrame, str | None]]) -> None:
         # The per-frame work of frame_headers / frame_id, inlined: this loop runs for
-        # every frame received (bench/sinks.py measures it against the bare producer).
+        # every frame received (bench/sink_throughput.py measures it against the bare producer).
         produce = self.producer.hot_produce()
         failed = self.producer.produce_failed
         routes = self._routes

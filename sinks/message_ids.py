@@ -15,7 +15,7 @@ and readable, built from what identifies the record, never from a counter:
   frames of one connection received in the same microsecond)
 
 Plain text rather than one hash of it: it costs a fraction of a hash on the
-per-message hot path (bench/sinks.py) and is just as deterministic.
+per-message hot path (bench/sink_throughput.py) and is just as deterministic.
 """
 
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
 Run from the repository root (docs/benchmarks.md has the results)::
 
-    /work/venv/bin/python bench/sinks.py                 # 5 rounds (~1 min)
-    /work/venv/bin/python bench/sinks.py --quick         # 10k frames, 2 rounds
-    /work/venv/bin/python bench/sinks.py --repeat 7 --markdown
+    /work/venv/bin/python bench/sink_throughput.py                 # 5 rounds (~1 min)
+    /work/venv/bin/python bench/sink_throughput.py --quick         # 10k frames, 2 rounds
+    /work/venv/bin/python bench/sink_throughput.py --repeat 7 --markdown
 
 Servers: ``scripts/services.sh start`` (real Kafka 4 KRaft and redis-server on
 127.0.0.1; ports from CANDLEWAX_KAFKA_PORT / CANDLEWAX_REDIS_PORT) is run first.
