@@ -45,7 +45,16 @@ class _Strict(BaseModel):
 class ReconnectConfig(_Strict):
     base_delay_s: float = Field(0.5, gt=0, description="first backoff delay")
     max_delay_s: float = Field(30.0, gt=0, description="backoff cap")
-    stall_timeout_s: float = Field(30.0, gt=0, description="no frame for this long -> reconnect")
+    stall_timeout_s: float = Field(
+        30.0, gt=0, description="nothing received for this long -> ping; no pong -> reconnect"
+    )
+    pong_timeout_s: float = Field(10.0, gt=0, description="how long the stall ping waits")
+    resync_min_interval_s: float = Field(
+        5.0, ge=0, description="minimum time between two resyncs of one symbol"
+    )
+    max_queued: int = Field(
+        200_000, ge=1, description="frames waiting for the dataflow before the readers pause"
+    )
     snapshot_delay_s: float = Field(
         1.0,
         ge=0,

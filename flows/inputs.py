@@ -107,6 +107,8 @@ class _LivePartition(StatefulSourcePartition[Item, None]):
             stall_timeout=rc.stall_timeout_s,
             max_lifetime=rc.max_lifetime_s,
             snapshot_delay=rc.snapshot_delay_s,
+            pong_timeout=rc.pong_timeout_s,
+            resync_min_interval=rc.resync_min_interval_s,
         )
         spec = ConnectionSpec(
             protocol=venue_protocol,
@@ -117,7 +119,7 @@ class _LivePartition(StatefulSourcePartition[Item, None]):
             conn_prefix=f"{key}-",
             settings=settings,
         )
-        self._feed = LiveFeed([spec], name=f"candlewax-{key}")
+        self._feed = LiveFeed([spec], name=f"candlewax-{key}", max_queued=rc.max_queued)
         self._closed = False
         self._awake: datetime | None = None
 

@@ -131,3 +131,25 @@ def test_env_override_into_an_empty_section_or_a_scalar() -> None:
 def test_cli_workers_are_validated(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["run", str(ROOT / "examples" / "replay.yaml"), "--workers", "0"]) == 2
     assert "workers: Input should be greater than or equal to 1" in capsys.readouterr().err
+
+
+def test_live_client_knobs_reach_the_connection() -> None:
+    from flows.inputs import PipelineSource
+
+    cfg = parse_config(
+        minimal(
+            # A closed loopback port: the connection thread starts, nothing leaves the host.
+            url="ws://127.0.0.1:9",
+            rest_url="http://127.0.0.1:9",
+            reconnect={"pong_timeout_s": 3, "resync_min_interval_s": 7, "max_queued": 50},
+        ),
+        env={},
+    )
+    source = PipelineSource(cfg)
+    part = source.build_part("input", source.list_parts()[0], None)
+    try:
+        settings = part._feed.connections[0].settings  # type: ignore[attr-defined]
+        assert (settings.pong_timeout, settings.resync_min_interval) == (3, 7)
+        assert part._feed.max_queued == 50  # type: ignore[attr-defined]
+    finally:
+        part.close()
