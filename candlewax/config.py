@@ -254,6 +254,12 @@ class WebsocketSink(_Strict):
     )
     heartbeat_s: float = Field(30.0, gt=0, description="status heartbeat to every client")
     queue_size: int = Field(10_000, ge=1, description="messages queued per client before drops")
+    max_reply_bytes: int = Field(
+        32 * 1024 * 1024,
+        ge=1024,
+        description="bytes of replies and snapshots queued for a client that does not read "
+        "before it is disconnected (they are never dropped)",
+    )
     max_lag_s: float | None = Field(
         30.0, gt=0, description="disconnect a client lagging this long; null = only drop"
     )

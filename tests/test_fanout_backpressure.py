@@ -190,3 +190,31 @@ def test_publishing_faster_than_the_server_loop_drops_and_counts(books: list[Rec
     assert accepted == [True, True, True, False, False, False]
     assert lost == 300
     assert client.data() == batch * 3
+
+
+def test_a_client_that_asks_for_snapshots_but_never_reads_is_cut_off(
+    books: list[Record],
+) -> None:
+    # Replies and snapshots are never dropped, so they are bounded in bytes instead.
+    with fanout_server(max_reply_bytes=64 * 1024, client_rate=1000, client_burst=1000) as srv:
+        # State of 500 markets: every snapshot carries ~1 MB of books.
+        srv.publish([{**books[0], "symbol": f"S{i:03d}/USDT"} for i in range(500)])
+
+        async def main() -> bool:
+            sock = _stalled_socket(srv.address)
+            stalled = await connect(srv.url, sock=sock, max_queue=1, compression=None)
+            before = _too_slow_count()
+            for i in range(200):
+                await stalled.send(f'{{"type":"subscribe","id":{i},"channels":["orderbook"]}}')
+                await stalled.send(f'{{"type":"unsubscribe","id":{i}}}')
+                if _too_slow_count() > before:
+                    return True
+                await asyncio.sleep(0.01)
+            for _ in range(200):  # the housekeeping pass closes it
+                if _too_slow_count() > before:
+                    return True
+                await asyncio.sleep(0.02)
+            return False
+
+        assert asyncio.run(main()), "the non-reading client must be disconnected"
+        assert srv.call(lambda hub: all(c.outbox.closed for c in hub.clients.values()))

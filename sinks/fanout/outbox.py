@@ -13,9 +13,11 @@ The queue holds at most ``limit`` data messages: when new data would overflow
 it, the whole data backlog is dropped (stale market data is worth less than
 fresh), counted, and the client is told with a ``dropped`` message placed
 where the gap is. Control messages (replies, snapshots, drop notices) are never
-dropped. ``lagging_since`` records when the client first overflowed without
-draining since; the server disconnects it after ``max_lag_s``. A stalled
-client therefore costs at most ``limit`` messages of memory plus one socket
+dropped; a client with more than ``limit`` of them, or ``max_control_bytes`` of
+them, waiting is disconnected (it asks but does not read). ``lagging_since``
+records when the client first overflowed without draining since; the server
+disconnects it after ``max_lag_s``. A stalled client therefore costs at most
+``limit`` data messages plus ``max_control_bytes`` of replies plus one socket
 buffer, and never blocks the dispatcher.
 """
 
@@ -43,6 +45,7 @@ class Outbox:
         limit: int,
         write_limit: int,
         on_pending: Callable[[Outbox], None],
+        max_control_bytes: int = 32 * 1024 * 1024,
     ) -> None:
         """``on_pending(outbox)`` is called when the outbox gets its first pending bytes
         of an iteration: the hub then calls :meth:`flush` soon (once)."""
@@ -56,6 +59,8 @@ class Outbox:
         self.entries: deque[tuple[bytes, int, int, int]] = deque()
         self.queued = 0  # data messages waiting
         self.controls = 0  # control entries waiting
+        self.control_bytes = 0  # their size: snapshots can be large
+        self.max_control_bytes = max_control_bytes
         self.sent = 0  # messages handed to the socket
         self.dropped_total = 0
         self.unreported = 0  # dropped but not yet told
@@ -104,6 +109,7 @@ class Outbox:
         if kind == CONTROL:
             self.entries.append((frames, 0, CONTROL, 0))
             self.controls += 1
+            self.control_bytes += len(frames)
         else:
             if self.queued + count > self.limit:
                 too_big = count > self.limit  # more than the whole queue: it goes too
@@ -119,8 +125,9 @@ class Outbox:
         return not self.entries and not self._pending
 
     def overloaded(self) -> bool:
-        """Too many undroppable messages waiting (a client that asks but never reads)."""
-        return self.controls > self.limit
+        """Too many undroppable messages waiting (a client that asks but never reads):
+        by count or by bytes, since one snapshot can hold every book."""
+        return self.controls > self.limit or self.control_bytes > self.max_control_bytes
 
     def _drop_backlog(self, extra: int) -> None:
         dropped = extra
@@ -159,6 +166,7 @@ class Outbox:
                     self.queued -= count
                 elif kind == CONTROL:
                     self.controls -= 1
+                    self.control_bytes -= len(frames)
                 else:
                     self.unreported -= reported
                 self.transport.write(frames)
@@ -170,4 +178,5 @@ class Outbox:
         self._pending = []
         self.queued = 0
         self.controls = 0
+        self.control_bytes = 0
         self._wake.set()

@@ -143,7 +143,9 @@ class FanoutServer:
             metrics.WS_DISCONNECTS.labels("auth").inc()
             await conn.close(CLOSE_POLICY, str(exc))
             return
-        outbox = Outbox(conn, self.cfg.queue_size, WRITE_LIMIT, hub.mark_pending)
+        outbox = Outbox(
+            conn, self.cfg.queue_size, WRITE_LIMIT, hub.mark_pending, self.cfg.max_reply_bytes
+        )
         client = hub.connect(outbox)
         sender = asyncio.get_running_loop().create_task(outbox.run())
         expiry = None
