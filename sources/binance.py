@@ -17,7 +17,7 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import SNAPSHOT_HINT, RawFrame
-from sources.venue import FrameError, Item, NativeSymbols
+from sources.venue import FRAME_FAULTS, FrameError, Item, NativeSymbols, frame_error
 
 _HINT_LEN = len(SNAPSHOT_HINT)
 MAX_STREAMS = 1024  # per connection, both markets
@@ -90,14 +90,8 @@ class BinanceParser:
                 )
                 return [status]
             raise FrameError(f"{self.venue}: unknown event type {e!r}")
-        except FrameError:
-            raise
-        except orjson.JSONDecodeError as exc:
-            raise FrameError(f"invalid JSON: {exc}") from None
-        except KeyError as exc:
-            raise FrameError(f"{self.venue}: missing field {exc}") from None
-        except (TypeError, ValueError, AttributeError, IndexError) as exc:
-            raise FrameError(f"{self.venue}: malformed frame: {exc!r}") from None
+        except FRAME_FAULTS as exc:
+            raise frame_error(self.venue, exc) from None
 
     def _trade(self, d: Any, tid: Any, prefix: str, ts_ingest: int) -> dict[str, Any]:
         p = d["p"]

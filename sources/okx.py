@@ -15,7 +15,7 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
-from sources.venue import FrameError, Item, NativeSymbols
+from sources.venue import FRAME_FAULTS, FrameError, Item, NativeSymbols, frame_error
 
 VENUE = "okx"
 # Channels carrying snapshot + update books with seqId/checksum (the simulator reuses it).
@@ -85,14 +85,8 @@ class OkxParser:
             if arg is None:
                 return self._event(obj, frame.ts_ingest)
             return self._push(obj, arg, frame)
-        except FrameError:
-            raise
-        except orjson.JSONDecodeError as exc:
-            raise FrameError(f"invalid JSON: {exc}") from None
-        except KeyError as exc:
-            raise FrameError(f"okx: missing field {exc}") from None
-        except (TypeError, ValueError, AttributeError, IndexError) as exc:
-            raise FrameError(f"okx: malformed frame: {exc!r}") from None
+        except FRAME_FAULTS as exc:
+            raise frame_error(self.venue, exc) from None
 
     def _push(self, obj: Any, arg: Any, frame: RawFrame) -> list[Item]:
         channel = arg["channel"]

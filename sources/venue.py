@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from typing import Any, Protocol
 
+import orjson
+
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg
 from sources.frames import RawFrame
@@ -21,6 +23,21 @@ CHANNELS = ("trades", "book", "bbo")
 
 class FrameError(ValueError):
     """A frame that cannot be parsed; the message is the dead-letter reason."""
+
+
+# What malformed venue JSON raises inside a parser (JSONDecodeError is a ValueError).
+FRAME_FAULTS = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def frame_error(venue: str, exc: Exception) -> FrameError:
+    """The dead-letter reason for an exception a parser hit on a malformed frame."""
+    if isinstance(exc, FrameError):
+        return exc
+    if isinstance(exc, orjson.JSONDecodeError):
+        return FrameError(f"invalid JSON: {exc}")
+    if isinstance(exc, KeyError):
+        return FrameError(f"{venue}: missing field {exc}")
+    return FrameError(f"{venue}: malformed frame: {exc!r}")
 
 
 Item = dict[str, Any] | DepthMsg
