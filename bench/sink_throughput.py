@@ -127,14 +127,18 @@ class KafkaBench:
         )
         return cfg
 
-    def _raw_producer(self, messages: list[tuple[str, bytes, str, Any]]) -> float:
-        producer = Producer(
+    def _producer(self) -> Producer:
+        """A bare producer with the sink's settings (both baselines use it)."""
+        return Producer(
             {
                 **DEFAULT_PRODUCER,
                 "bootstrap.servers": self.brokers,
                 "delivery.report.only.error": True,
             }
         )
+
+    def _raw_producer(self, messages: list[tuple[str, bytes, str, Any]]) -> float:
+        producer = self._producer()
         produce, poll = producer.produce, producer.poll
         for topic, value, key, headers in messages[:BATCH]:  # warm-up: connection, metadata, PID
             produce(topic, value, key, headers=headers)
@@ -187,13 +191,7 @@ class KafkaBench:
     def _handwritten(
         self, items: list[Any], message: Callable[[Any], tuple[str, bytes, str, Any]]
     ) -> tuple[int, float]:
-        producer = Producer(
-            {
-                **DEFAULT_PRODUCER,
-                "bootstrap.servers": self.brokers,
-                "delivery.report.only.error": True,
-            }
-        )
+        producer = self._producer()
         produce, poll = producer.produce, producer.poll
         for item in items[:BATCH]:  # warm-up, as for the others
             topic, value, key, headers = message(item)
