@@ -18,6 +18,7 @@ Conventions:
 from __future__ import annotations
 
 import re
+import time
 from decimal import Decimal
 from typing import Annotated, Any, Final, Literal
 
@@ -293,6 +294,11 @@ def make_book(
         "asks": asks,
         "sequence": sequence,
     }
+
+
+def now_us() -> int:
+    """The current time in the contract's unit: integer microseconds since the epoch."""
+    return time.time_ns() // 1000
 
 
 def decimal_text(value: Decimal) -> str:

@@ -17,7 +17,7 @@ from bytewax.dataflow import Dataflow, Stream
 from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartition
 
 from candlewax.config import KafkaInput, PipelineConfig, SourceConfig
-from candlewax.schema import make_dead_letter
+from candlewax.schema import make_dead_letter, now_us
 from candlewax.symbols import to_native
 from sources.frames import RawFrame
 from sources.kafka_raw import consumer_error, consumer_settings, item_of, kafka_inputs
@@ -293,8 +293,7 @@ def _kafka_items(topics: dict[str, tuple[str, KafkaInput]]) -> Any:
         for msg in batch:
             if isinstance(msg, KafkaError):
                 venue = venue_of.get(msg.msg.topic or "", any_venue)
-                now = int(_now().timestamp() * 1_000_000)
-                out.append(consumer_error(venue, now, str(msg.err)))
+                out.append(consumer_error(venue, now_us(), str(msg.err)))
             else:
                 out.append(item_of(venue_of[msg.topic], msg.value, msg.headers))
         return out

@@ -8,7 +8,6 @@ guarded: a failure becomes a dead-letter record and the key keeps running.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
@@ -16,7 +15,7 @@ from typing import Any
 from bytewax.operators import StatefulBatchLogic
 
 from candlewax.config import BookConfig, DedupeConfig, PipelineConfig
-from candlewax.schema import make_dead_letter
+from candlewax.schema import make_dead_letter, now_us
 from operators.book import BookKeeper
 from operators.dedupe import Deduper
 from operators.events import DepthMsg
@@ -26,17 +25,13 @@ Record = dict[str, Any]
 Builder = Callable[[Any], StatefulBatchLogic[Any, Record, Any]]
 
 
-def _now_us() -> int:
-    return time.time_ns() // 1000
-
-
 def _at(due_us: int | None) -> datetime | None:
     return None if due_us is None else datetime.fromtimestamp(due_us / 1e6, tz=UTC)
 
 
 def _failure(venue: str, step: str, exc: Exception, values: Iterable[Any]) -> Record:
     raw = repr(list(values))[:10_000]
-    return make_dead_letter(venue, _now_us(), f"{step} failed: {type(exc).__name__}: {exc}", raw)
+    return make_dead_letter(venue, now_us(), f"{step} failed: {type(exc).__name__}: {exc}", raw)
 
 
 class _DedupeLogic(StatefulBatchLogic[Record, Record, Deduper]):
@@ -78,7 +73,7 @@ class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder | None]):
         try:
             if self.builder is None:
                 self.builder = self.make(values[0]["venue"], values[0]["symbol"])
-            return self.builder.on_trades(values, _now_us()), StatefulBatchLogic.RETAIN
+            return self.builder.on_trades(values, now_us()), StatefulBatchLogic.RETAIN
         except Exception as exc:
             venue = str(values[0].get("venue", "")) if values else ""
             return [_failure(venue, "ohlcv", exc, values)], StatefulBatchLogic.RETAIN
@@ -86,7 +81,7 @@ class _OhlcvLogic(StatefulBatchLogic[Record, Record, BarBuilder | None]):
     def on_notify(self) -> tuple[Iterable[Record], bool]:
         if self.builder is None:
             return [], StatefulBatchLogic.RETAIN
-        now = _now_us()
+        now = now_us()
         event_now = now if self.wall_clock_close else None
         return self.builder.on_time(now, event_now), StatefulBatchLogic.RETAIN
 
@@ -156,7 +151,7 @@ class _BookLogic(StatefulBatchLogic[DepthMsg, Record, BookKeeper | None]):
         return out, StatefulBatchLogic.RETAIN
 
     def on_notify(self) -> tuple[Iterable[Record], bool]:
-        out = self.keeper.on_tick(_now_us()) if self.keeper is not None else []
+        out = self.keeper.on_tick(now_us()) if self.keeper is not None else []
         return out, StatefulBatchLogic.RETAIN
 
     def notify_at(self) -> datetime | None:

@@ -34,7 +34,7 @@ from typing import Any
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from candlewax.metrics import SINK_DROPS, SINK_ERRORS, SINK_RECORDS
-from candlewax.schema import VENUES, make_status
+from candlewax.schema import VENUES, make_status, now_us
 from sinks.kafka_codec import encode_record
 from sources.kafka_raw import Headers
 
@@ -296,7 +296,7 @@ class ReliableProducer:
         log.warning("kafka sink: %s", detail)
         venue, _, symbol = (key or b"").decode("utf-8", "replace").partition(":")
         if venue in VENUES and topic != self.status_topic:
-            ts = time.time_ns() // 1000
+            ts = now_us()
             self._status.append(make_status(venue, symbol or None, "error", ts, detail))
 
     def _replace_producer(self) -> None:

@@ -15,10 +15,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from candlewax.schema import make_status
+from candlewax.schema import make_status, now_us
 from sources.frames import RawFrame
 from sources.venue import VenueProtocol
-from sources.ws_client import ClientSettings, VenueConnection, now_us
+from sources.ws_client import ClientSettings, VenueConnection
 
 Item = RawFrame | dict[str, Any]
 

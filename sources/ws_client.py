@@ -28,7 +28,7 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed, InvalidURI, WebSocketException
 
 from candlewax import resync
-from candlewax.schema import make_status
+from candlewax.schema import make_status, now_us
 from sources.frames import SNAPSHOT_HINT, RawFrame
 from sources.venue import VenueProtocol
 
@@ -68,10 +68,6 @@ class ClientSettings:
     def rollover_after(self, lifetime: float) -> float:
         """Age at which a connection is replaced; at least half its lifetime."""
         return max(lifetime - self.rollover_margin, lifetime / 2.0)
-
-
-def now_us() -> int:
-    return time.time_ns() // 1000
 
 
 class _Link:

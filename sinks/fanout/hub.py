@@ -18,6 +18,7 @@ from typing import Any
 from candlewax import metrics
 from candlewax.client.protocol import ALL_CHANNELS, DEFAULT_CHANNELS, PROTOCOL_VERSION
 from candlewax.config import WebsocketSink
+from candlewax.schema import now_us
 from sinks.fanout.outbox import Outbox
 from sinks.fanout.requests import Filter, Ping, Request, RequestError, Subscribe, Unsubscribe
 from sinks.fanout.routing import FULL, RAW, RouteKey, depth_for, route_key, truncate_book
@@ -227,7 +228,7 @@ class Hub:
                 self._unsubscribe(client, request)
             elif isinstance(request, Ping):
                 self.flush()  # the pong comes after everything published before the ping
-                pong = {"type": "pong", "ts": time.time_ns() // 1000, "id": request.id}
+                pong = {"type": "pong", "ts": now_us(), "id": request.id}
                 client.outbox.put_control(control_frame(pong))
         except RequestError as exc:
             self.error(client, exc)
@@ -313,7 +314,7 @@ class Hub:
         status = self.status()
         message = {
             "type": "heartbeat",
-            "ts": time.time_ns() // 1000,
+            "ts": now_us(),
             "uptime_s": status["uptime_s"],
             "clients": status["clients"],
             "messages_per_second": status["messages_per_second"],
