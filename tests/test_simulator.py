@@ -68,7 +68,7 @@ def depth_get(sim: Simulator, query: str) -> httpx.Response:
 
 
 def test_combined_stream_sends_only_the_subscribed_streams_in_order() -> None:
-    sim = Simulator("binance", BTC, limit=300)
+    sim = Simulator("binance", BTC, limit=300, original_times=True)
     trades = [e.text for e in sim.tape.entries if e.key == "btcusdt@trade"]
     assert 0 < len(trades) < len(sim.tape.entries)
 
@@ -81,7 +81,7 @@ def test_combined_stream_sends_only_the_subscribed_streams_in_order() -> None:
 
 
 def test_subscribe_method_frames_are_acknowledged() -> None:
-    sim = Simulator("binance", BTC, limit=100)
+    sim = Simulator("binance", BTC, limit=100, original_times=True)
     depth = [e.text for e in sim.tape.entries if e.key == "btcusdt@depth"]
 
     async def session(sim: Simulator) -> list[str]:
@@ -100,7 +100,7 @@ def test_subscribe_method_frames_are_acknowledged() -> None:
 
 
 def test_rest_depth_before_any_diff_is_the_captures_own_snapshot() -> None:
-    sim = Simulator("binance", BTC, limit=50)
+    sim = Simulator("binance", BTC, limit=50, original_times=True)
 
     async def session(sim: Simulator) -> list[httpx.Response]:
         return await asyncio.to_thread(
@@ -124,7 +124,7 @@ def test_rest_depth_before_any_diff_is_the_captures_own_snapshot() -> None:
 
 
 def test_rest_depth_follows_the_diffs_sent_and_syncs_a_book() -> None:
-    sim = Simulator("binance", BTC, limit=400)
+    sim = Simulator("binance", BTC, limit=400, original_times=True)
     entries = sim.tape.entries
     last_u = [e.last_id for e in entries if e.book][-1]
 
@@ -150,7 +150,9 @@ def test_rest_depth_follows_the_diffs_sent_and_syncs_a_book() -> None:
 
 
 def test_dropped_depth_diff_is_a_gap_the_book_detects() -> None:
-    sim = Simulator("binance", BTC, limit=200, faults=Faults(drop_depth=frozenset({3})))
+    sim = Simulator(
+        "binance", BTC, limit=200, faults=Faults(drop_depth=frozenset({3})), original_times=True
+    )
     depth = [e for e in sim.tape.entries if e.key == "btcusdt@depth"]
 
     async def session(sim: Simulator) -> list[str]:
@@ -179,7 +181,9 @@ def test_dropped_depth_diff_is_a_gap_the_book_detects() -> None:
 
 
 def test_duplicates_are_sent_back_to_back() -> None:
-    sim = Simulator("binance", BTC, limit=60, faults=Faults(duplicate_every=10))
+    sim = Simulator(
+        "binance", BTC, limit=60, faults=Faults(duplicate_every=10), original_times=True
+    )
     texts = [e.text for e in sim.tape.entries]
 
     async def session(sim: Simulator) -> list[str]:
@@ -195,7 +199,14 @@ def test_duplicates_are_sent_back_to_back() -> None:
 
 
 def test_disconnect_then_resume_re_sends_the_overlap() -> None:
-    sim = Simulator("binance", BTC, limit=200, overlap=4, faults=Faults(disconnect_every_msgs=50))
+    sim = Simulator(
+        "binance",
+        BTC,
+        limit=200,
+        overlap=4,
+        faults=Faults(disconnect_every_msgs=50),
+        original_times=True,
+    )
     texts = [e.text for e in sim.tape.entries]
     trades = [e.text for e in sim.tape.entries if e.key == "btcusdt@trade"]
 
@@ -219,7 +230,7 @@ def test_disconnect_then_resume_re_sends_the_overlap() -> None:
 
 
 def test_usdm_capture_serves_every_symbol_snapshot_on_fapi_path() -> None:
-    sim = Simulator("binance-usdm", USDM, limit=200)
+    sim = Simulator("binance-usdm", USDM, limit=200, original_times=True)
 
     async def session(sim: Simulator) -> list[httpx.Response]:
         url = f"{sim.rest_url}/fapi/v1/depth?symbol="
@@ -238,7 +249,7 @@ async def okx_subscribe(ws: ClientConnection, op: str, args: list[dict[str, str]
 
 
 def test_okx_subscribe_ack_ping_and_capture_frames() -> None:
-    sim = Simulator("okx", OKX_V5)
+    sim = Simulator("okx", OKX_V5, original_times=True)
     trades = [e.text for e in sim.tape.entries if e.key == "trades:BTC-USDT"]
 
     async def session(sim: Simulator) -> list[str]:
@@ -260,7 +271,7 @@ def test_okx_subscribe_ack_ping_and_capture_frames() -> None:
 
 
 def test_okx_resubscribe_gets_a_fresh_snapshot_with_a_correct_checksum() -> None:
-    sim = Simulator("okx", OKX_LEGACY, limit=600, okx_seq_ids=True)
+    sim = Simulator("okx", OKX_LEGACY, limit=600, okx_seq_ids=True, original_times=True)
     inst = "PROPS-ETH"
     book = [e for e in sim.tape.entries if e.key == f"books:{inst}"]
     arg = {"channel": "books-l2-tbt", "instId": inst}
@@ -298,7 +309,9 @@ def test_okx_corrupted_checksum_changes_only_that_update() -> None:
     tape = load_tape(OKX_V5, "okx")
     book = [e for e in tape.entries if e.key == "books:BTC-USDT"]
     k = [e.depth_no for e in book if e.depth_no][1]  # the 2nd BTC-USDT update
-    sim = Simulator("okx", tape, faults=Faults(corrupt_checksum=frozenset({k})))
+    sim = Simulator(
+        "okx", tape, faults=Faults(corrupt_checksum=frozenset({k})), original_times=True
+    )
 
     async def session(sim: Simulator) -> list[str]:
         async with connect(sim.ws_url) as ws:
@@ -329,9 +342,16 @@ def test_tape_numbers_book_updates_and_keeps_frames_verbatim() -> None:
 
 def test_invalid_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="overlap"):
-        Simulator("binance", BTC, limit=10, overlap=5, faults=Faults(disconnect_every_msgs=5))
+        Simulator(
+            "binance",
+            BTC,
+            limit=10,
+            overlap=5,
+            faults=Faults(disconnect_every_msgs=5),
+            original_times=True,
+        )
     with pytest.raises(ValueError, match="pace"):
-        Simulator("binance", BTC, limit=10, pace="fast")
+        Simulator("binance", BTC, limit=10, pace="fast", original_times=True)
     with pytest.raises(ValueError, match="1-based"):
         Faults(drop_depth=frozenset({0}))
     with pytest.raises(ValueError, match="speaks"):
