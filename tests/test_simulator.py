@@ -3,6 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -19,8 +25,9 @@ from operators.checksum import okx_checksum
 from operators.events import DepthMsg
 from simulator.cli import build_parser, main, make_simulator
 from simulator.faults import Faults
+from simulator.restamp import first_event_ms
 from simulator.server import Simulator
-from simulator.tape import load_tape
+from simulator.tape import binance_key, load_tape, okx_key
 from sources.binance import BinanceParser
 from sources.frames import SNAPSHOT_HINT, RawFrame
 
@@ -32,6 +39,7 @@ OKX_LEGACY = CAPTURES / "okx" / "cryptofeed_legacy_books-l2-tbt_trades_tickers_2
 BTC_STREAMS = "btcusdt@trade/btcusdt@depth@100ms/btcusdt@bookTicker"
 CAPTURE_SNAPSHOT_ID = 50093239218  # lastUpdateId of the REST snapshot inside the BTC capture
 T = TypeVar("T")
+_SEQ = re.compile(r'"prevSeqId":-?[0-9]+,"seqId":[0-9]+,')
 
 
 def serve(sim: Simulator, session: Callable[[Simulator], Awaitable[T]]) -> T:
@@ -384,3 +392,171 @@ def test_cli_builds_the_simulator_from_flags(capsys: pytest.CaptureFixture[str])
     assert sim.faults.stall_after == 10 and sim.faults.stall_seconds == 1.5
     assert main(["--venue=binance", "--capture=/nonexistent/capture.gz"]) == 2
     assert "does not exist" in capsys.readouterr().err
+
+
+# ---- event times moved to the present (the default) ----
+
+
+def time_edits(recorded: Any, sent: Any, path: str = "") -> list[tuple[str, int]]:
+    """(path, sent - recorded) for every value that differs; anything but a changed
+    integer (or integer text) fails."""
+    if isinstance(recorded, dict) and isinstance(sent, dict):
+        assert list(recorded) == list(sent), path
+        return [e for k in recorded for e in time_edits(recorded[k], sent[k], f"{path}.{k}")]
+    if isinstance(recorded, list) and isinstance(sent, list):
+        assert len(recorded) == len(sent), path
+        return [
+            e
+            for i, (a, b) in enumerate(zip(recorded, sent, strict=True))
+            for e in time_edits(a, b, f"{path}[]")
+        ]
+    if recorded == sent:
+        return []
+    assert type(recorded) is type(sent) and str(recorded).isdigit(), (path, recorded, sent)
+    return [(path, int(sent) - int(recorded))]
+
+
+def wall_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+async def binance_all(sim: Simulator, streams: str, n: int) -> list[str]:
+    async with connect(f"{sim.ws_url}/stream?streams={streams}") as ws:
+        return await receive(ws, n)
+
+
+@pytest.mark.parametrize(
+    ("venue", "capture", "streams", "fields"),
+    [
+        ("binance", BTC, BTC_STREAMS, {".data.E", ".data.T"}),
+        (
+            "binance-usdm",
+            USDM,
+            "sushiusdt@aggTrade/sushiusdt@depth/sushiusdt@bookTicker/sushiusdt@kline_1m",
+            {".data.E", ".data.T", ".data.k.t", ".data.k.T"},
+        ),
+    ],
+)
+def test_binance_event_times_move_to_now_by_one_offset(
+    venue: str, capture: Path, streams: str, fields: set[str]
+) -> None:
+    sim = Simulator(venue, capture, limit=600)
+    keys = {binance_key(name) for name in streams.split("/")}
+    recorded = [e.text for e in sim.tape.entries if e.key in keys]
+    before = wall_ms()
+    sent = serve(sim, lambda sim: binance_all(sim, streams, len(recorded)))
+    after = wall_ms()
+    assert len(sent) == len(recorded)
+    edits = [
+        e
+        for a, b in zip(recorded, sent, strict=True)
+        for e in time_edits(orjson.loads(a), orjson.loads(b))
+    ]
+    assert {path for path, _ in edits} == fields  # trade ids ("t"), update ids untouched
+    [offset] = {delta for _, delta in edits}  # one constant: order and spacing kept
+    assert offset == sim.time_offset_ms and offset % 1000 == 0
+    assert [len(t) for t in sent] == [len(t) for t in recorded]  # every other byte as is
+    first = first_event_ms(sim.tape)
+    assert before <= first + offset <= after + 1000  # the replay starts now
+
+
+def test_okx_event_times_move_to_now_and_snapshots_keep_valid_checksums() -> None:
+    sim = Simulator("okx", OKX_LEGACY, limit=600, okx_seq_ids=True)
+    inst = "BTC-USD-220325-40000-C"
+    args = [{"channel": c, "instId": inst} for c in ("books-l2-tbt", "trades", "tickers")]
+    keys = {okx_key(arg) for arg in args}
+    recorded = [e.text for e in sim.tape.entries if e.key in keys]
+
+    async def session(sim: Simulator) -> tuple[list[str], list[str]]:
+        async with connect(sim.ws_url) as ws:
+            await okx_subscribe(ws, "subscribe", args)
+            got = await receive(ws, len(args) + len(recorded))
+            await okx_subscribe(ws, "unsubscribe", args[:1])
+            await okx_subscribe(ws, "subscribe", args[:1])
+            return got, await receive(ws, 3)  # 2 acks and a fresh snapshot
+
+    before = wall_ms()
+    got, again = serve(sim, session)
+    frames = [f for f in got if '"event"' not in f]
+    assert len(frames) == len(recorded)
+    edits = [
+        e
+        for a, b in zip(recorded, frames, strict=True)
+        for e in time_edits(orjson.loads(a), orjson.loads(_SEQ.sub("", b)))
+    ]
+    assert {path for path, _ in edits} == {".data[].ts"}
+    [offset] = {delta for _, delta in edits}
+    assert offset == sim.time_offset_ms and before <= first_event_ms(sim.tape) + offset
+    snapshot = orjson.loads(again[-1])
+    assert snapshot["action"] == "snapshot"
+    data = snapshot["data"][0]
+    last_book = [orjson.loads(f) for f in frames if '"books-l2-tbt"' in f][-1]["data"][0]
+    assert data["ts"] == last_book["ts"]  # the built snapshot is shifted too
+    top = [[lv[0], lv[1]] for lv in data["bids"][:25]], [[lv[0], lv[1]] for lv in data["asks"][:25]]
+    assert data["checksum"] == okx_checksum(*top)
+
+
+def test_original_times_sends_every_frame_as_recorded() -> None:
+    sim = Simulator("binance", BTC, limit=200, original_times=True)
+    recorded = [e.text for e in sim.tape.entries]
+    assert serve(sim, lambda sim: binance_all(sim, BTC_STREAMS, len(recorded))) == recorded
+    assert sim.time_offset_ms is None
+
+
+# ---- the command: signals ----
+
+
+def start_simulate(*extra: str, ignore_sigint: bool = False) -> subprocess.Popen[str]:
+    """``candlewax simulate`` in a child process, once it listens. ``ignore_sigint``
+    does what a shell does to a job started with ``&``."""
+    root = Path(__file__).resolve().parents[1]
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    argv = [
+        sys.executable,
+        "-m",
+        "candlewax.cli",
+        "simulate",
+        "--venue=binance",
+        f"--capture={BTC}",
+        "--limit=100",
+        *extra,
+    ]
+
+    def as_background_job() -> None:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    proc = subprocess.Popen(
+        argv,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=as_background_job if ignore_sigint else None,
+    )
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.startswith("Ctrl-C"):
+            return proc
+    proc.kill()
+    raise AssertionError(f"simulate did not start: {proc.communicate()}")
+
+
+@pytest.mark.parametrize(("signum", "background"), [(signal.SIGINT, True), (signal.SIGTERM, False)])
+def test_simulate_stops_on_sigint_in_the_background_and_on_sigterm(
+    signum: signal.Signals, background: bool
+) -> None:
+    proc = start_simulate(ignore_sigint=background)
+    try:
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+    assert proc.returncode == 0, err
+    assert err == ""
+    [line] = out.splitlines()
+    assert line.startswith(f"stopped ({signum.name}): tape_frames=")
