@@ -9,6 +9,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections import Counter
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -16,6 +17,8 @@ from typing import Any, TypeVar
 import httpx
 import orjson
 import pytest
+from flow_helpers import outputs
+from live_helpers import Feed, all_of, has_trades, run_live, tape_trade_ids
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
@@ -24,6 +27,7 @@ from operators.book import BookKeeper
 from operators.checksum import okx_checksum
 from operators.events import DepthMsg
 from simulator.cli import build_parser, main, make_simulator
+from simulator.embedded import SimulatorThread
 from simulator.faults import Faults
 from simulator.restamp import first_event_ms
 from simulator.server import Simulator
@@ -501,6 +505,33 @@ def test_original_times_sends_every_frame_as_recorded() -> None:
     recorded = [e.text for e in sim.tape.entries]
     assert serve(sim, lambda sim: binance_all(sim, BTC_STREAMS, len(recorded))) == recorded
     assert sim.time_offset_ms is None
+
+
+def test_live_pipeline_with_default_settings_makes_bars_not_late_records(tmp_path: Path) -> None:
+    """The demo's pipeline with the live defaults (windows also closed by the wall clock)
+    against simulators with theirs: the trades fall in windows that are still open."""
+    feeds = [
+        Feed("binance", ["BTC/USDT"], SimulatorThread("binance", BTC, limit=6000)),
+        Feed("okx", ["BTC/USDT"], SimulatorThread("okx", OKX_V5)),
+    ]
+    operators = {
+        "book": {"depth": 10, "emit_interval_ms": 1000},
+        "ohlcv": {"intervals": ["1s", "1m"], "lateness_ms": 2000},  # wall_clock_close: live
+    }
+    every_trade = all_of(
+        *(has_trades("BTC/USDT", set(tape_trade_ids(f.tape, f.venue, "BTC/USDT"))) for f in feeds)
+    )
+    run_live(feeds, tmp_path, operators, every_trade)
+    out = outputs(tmp_path)
+    trades = Counter(t["venue"] for t in out["trades"])
+    assert trades["binance"] > 1000 and trades["okx"] > 10
+    assert {(b["venue"], b["interval"]) for b in out["bars"]} == {
+        (venue, interval) for venue in ("binance", "okx") for interval in ("1s", "1m")
+    }
+    assert len(out["late"]) <= sum(trades.values()) // 1000  # before: every trade, twice
+    assert out["dead_letter"] == []
+    offsets = [feed.sim.simulator.time_offset_ms for feed in feeds]
+    assert all(offset is not None and offset > 0 for offset in offsets)
 
 
 # ---- the command: signals ----
