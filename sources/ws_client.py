@@ -41,6 +41,10 @@ FrameCallback = Callable[[RawFrame], None]
 StatusCallback = Callable[[dict[str, Any]], None]
 Backpressure = Callable[[], bool]  # True: the consumer is full, stop reading for a moment
 _BACKPRESSURE_STEP = 0.005
+# Replies to our own requests, not market data: OKX acks/errors/notices {"event":..},
+# Binance {"result":..,"id":..} / {"error":..}. A venue that acks and then closes
+# has delivered nothing, and must not reset the backoff.
+_REPLY_PREFIXES = ('{"event"', '{"result"', '{"error"')
 ConnectLimits = tuple[tuple[int, float], ...]  # (attempts, per seconds), all must hold
 
 # Connection attempts a venue allows per IP (exchange-protocols.md). Binance spot
@@ -155,6 +159,7 @@ class _Link:
         self.last_data = self.opened
         self.rollover_at = rollover_at
         self.first_data = asyncio.Event()
+        self.delivered = False  # a market data frame came (not a keep-alive or a reply)
         self.replace_now = asyncio.Event()  # the venue announced it will close this link
         self.reader: asyncio.Task[str] | None = None
         self.pinger: asyncio.Task[None] | None = None
@@ -240,7 +245,7 @@ class VenueConnection:
                         await asyncio.gather(snapshots, return_exceptions=True)
                     await self._close(link, reason)
                     lived = time.monotonic() - link.opened
-                    if link.first_data.is_set() or lived >= self.settings.healthy_after:
+                    if link.delivered or lived >= self.settings.healthy_after:
                         # It worked: a link that flaps after delivering data reconnects
                         # at once (jittered), not ever later. The venue's connect limits
                         # still bound how often (ConnectBudget in _open).
@@ -452,6 +457,8 @@ class VenueConnection:
                 if is_notice(text):
                     link.replace_now.set()
                 on_frame(RawFrame(venue, link.conn_id, ts, text))
+                if not link.delivered and not text.startswith(_REPLY_PREFIXES):
+                    link.delivered = True
                 if not link.first_data.is_set():
                     link.first_data.set()
                 if full is not None and full():

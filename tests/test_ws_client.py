@@ -754,6 +754,20 @@ def test_server_that_accepts_then_closes_at_once_backs_off_exponentially() -> No
     assert [d.attempt for d in list(conn.reconnect_delays)[:4]] == [0, 1, 2, 3]
 
 
+def test_server_that_acks_then_closes_backs_off_exponentially() -> None:
+    """A reply to our subscription is not data: no reset."""
+
+    async def handler(ws: ServerConnection, n: int) -> None:
+        await ws.send('{"result":null,"id":1}')
+        await ws.close(1008, "policy violation")
+
+    rec, conn = asyncio.run(
+        run_custom(handler, ["trades"], lambda _rec, conn: len(conn.reconnect_delays) >= 4)
+    )
+    assert len(rec.frames) >= 4  # the acks reached the parser (which drops them)
+    assert [d.attempt for d in list(conn.reconnect_delays)[:4]] == [0, 1, 2, 3]
+
+
 def test_data_then_instant_close_is_held_to_the_venue_connection_limit() -> None:
     """Each connection delivers one frame, so the backoff resets every time; the
     venue's connection-rate limit still spaces the attempts."""
