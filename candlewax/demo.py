@@ -47,7 +47,9 @@ def demo_config(urls: list[tuple[str, str | None]], out: Path) -> dict[str, Any]
         "sources": sources,
         "operators": {
             "book": {"depth": 10, "emit_interval_ms": 1000},
-            # Recorded (2022/2024) event times: windows close on event time only.
+            # The simulators shift event times to now but replay 20x faster than
+            # recorded, so event time runs ahead of the wall clock: close windows on
+            # event time only (the end of the demo flushes the last ones).
             "ohlcv": {"intervals": ["1s", "1m"], "lateness_ms": 2000, "wall_clock_close": False},
         },
         "sinks": [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
@@ -79,6 +80,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--okx-seq-ids", action="store_true", help="add seqId/prevSeqId (OKX)")
     parser.add_argument(
+        "--original-times",
+        action="store_true",
+        help="send event times as recorded (default: shifted by one constant offset so the "
+        "replay starts now)",
+    )
+    parser.add_argument(
         "--ping-interval",
         type=float,
         help="seconds between server WebSocket pings (default: Binance 20, OKX none)",
@@ -153,10 +160,28 @@ def make_simulator(args: argparse.Namespace) -> Simulator:
         faults=faults,
         okx_seq_ids=args.okx_seq_ids,
         ping_interval=args.ping_interval,
+        original_times=args.original_times,
     )
 
 
-async def _serve(sim: Simulator) -> None:
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
+async def _serve(sim: Simulator) -> str:
+    """Serve until SIGINT or SIGTERM; returns the signal's name.
+
+    The handlers are installed explicitly: a shell starting a job with ``&`` sets
+    SIGINT to "ignore", and Python then never raises KeyboardInterrupt."""
+    loop = asyncio.get_running_loop()
+    stopped = asyncio.Event()
+    received: list[str] = []
+
+    def stop(signum: signal.Signals) -> None:
+        received.append(signum.name)
+        stopped.set()
+
+    for signum in STOP_SIGNALS:
+        loop.add_signal_handler(signum, stop, signum)
     await sim.start()
     tape = sim.tape
     print(
@@ -165,11 +190,18 @@ async def _serve(sim: Simulator) -> None:
         flush=True,
     )
     print(f"listening on {sim.ws_url}" + (f"  REST {sim.rest_url}" if sim.rest_url else ""))
-    print("Ctrl-C to stop", flush=True)
+    if sim.original_times:
+        print("event times as recorded", flush=True)
+    else:
+        print("event times shifted so the replay starts now (--original-times: as recorded)")
+    print("Ctrl-C (SIGINT) or SIGTERM to stop", flush=True)
     try:
-        await asyncio.Event().wait()
+        await stopped.wait()
     finally:
         await sim.stop()
+        for signum in STOP_SIGNALS:
+            loop.remove_signal_handler(signum)
+    return received[0]
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -180,16 +212,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"candlewax simulate: {exc}", file=sys.stderr)
         return 2
     try:
-        asyncio.run(_serve(sim))
-    except KeyboardInterrupt:
-        pass
+        why = asyncio.run(_serve(sim))
+    except KeyboardInterrupt:  # SIGINT before the handlers were installed
+        why = "SIGINT"
     except OSError as exc:  # e.g. the port is taken
         print(
             f"candlewax simulate: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
         )
         return 2
     stats = ", ".join(f"{k}={v}" for k, v in asdict(sim.stats).items())
-    print(f"stopped: {stats}", flush=True)
+    print(f"stopped ({why}): {stats}", flush=True)
     return 0
 
 

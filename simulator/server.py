@@ -8,6 +8,10 @@ OKX: ``/ws/v5/public`` with subscribe/unsubscribe ops, text ``ping``/``pong``,
 a fresh ``books`` snapshot (correct checksum) on every book subscription, and
 optionally synthesized ``seqId``/``prevSeqId``.
 
+Event times are shifted to the present by default (one constant offset, fixed
+when the replay starts: :mod:`simulator.restamp`); ``original_times=True``
+sends them as recorded.
+
 Each client gets only the streams it subscribed. Replay positions are kept per
 subscription set: a client that comes back with the same set resumes where the
 last one stopped, ``overlap`` frames earlier (see docs/simulator.md).
@@ -17,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,6 +34,7 @@ from websockets.http11 import Request, Response
 
 from simulator.faults import Faults, add_okx_seq, corrupt_checksum
 from simulator.market import BINANCE_DEFAULT_LIMIT, BINANCE_MAX_LIMIT, Replica
+from simulator.restamp import Restamper, first_event_ms, offset_to
 from simulator.tape import (
     BINANCE_VENUES,
     OKX_BOOK_CHANNELS,
@@ -106,6 +112,7 @@ class Simulator:
         faults: Faults | None = None,
         okx_seq_ids: bool = False,
         ping_interval: float | None = None,
+        original_times: bool = False,
     ) -> None:
         self.tape = capture if isinstance(capture, Tape) else load_tape(capture, venue, limit)
         if self.tape.venue != venue:
@@ -139,6 +146,9 @@ class Simulator:
         self._ids = itertools.count(1)
         self._server: Server | None = None
         self._clients: set[_Client] = set()
+        self.original_times = original_times
+        self._first_event_ms = None if original_times else first_event_ms(self.tape)
+        self._restamp: Restamper | None = None  # made when the replay starts
 
     # ---- lifecycle ----
 
@@ -165,6 +175,15 @@ class Simulator:
     def ping_replies(self) -> int:
         """Connections (open or closed) on which the client answered our ping frames."""
         return self.stats.ping_replies + sum(c.ws.latency > 0 for c in self._clients)
+
+    @property
+    def time_offset_ms(self) -> int | None:
+        """What is added to every event time (ms); None until the first client streams,
+        and always with ``original_times``."""
+        return None if self._restamp is None else self._restamp.offset_ms
+
+    def _edit_times(self, text: str) -> str:
+        return text if self._restamp is None else self._restamp(text)
 
     @property
     def ws_url(self) -> str:
@@ -311,7 +330,7 @@ class Simulator:
         ]
         for snapshot in filter(None, snapshots):
             self.stats.okx_snapshots += 1
-            await client.ws.send(snapshot)
+            await client.ws.send(self._edit_times(snapshot))
         if client.sender is None:
             self._start_sender(client)
 
@@ -321,6 +340,11 @@ class Simulator:
         """Place a client on the tape: where its subscription set stopped, minus the overlap."""
         session = frozenset(client.subs)
         client.session = session
+        if self._first_event_ms is not None and self._restamp is None:
+            # "Now" is when the first client starts streaming, not when the server
+            # started: a paced replay then stamps frames about when they are sent.
+            offset = offset_to(time.time_ns() // 1_000_000, self._first_event_ms)
+            self._restamp = Restamper(self.venue, offset)
         resume = self._positions.get(session, 0)
         if resume:
             self.stats.resumed += 1
@@ -374,7 +398,7 @@ class Simulator:
                     self._last_sender[entry.book] = client
                 if entry.key not in client.subs:
                     continue
-                text = entry.text
+                text = self._edit_times(entry.text)
                 if entry.book is not None and not self.binance and self.okx_seq_ids:
                     assert entry.prev_id is not None and entry.last_id is not None
                     text = add_okx_seq(text, entry.prev_id, entry.last_id)

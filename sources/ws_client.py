@@ -2,7 +2,9 @@
 
 ``VenueConnection.run`` connects, subscribes, keeps the connection alive
 (websockets answers server pings; venues such as OKX also need a text ping),
-watches for stalls, reconnects with exponential backoff and full jitter, and
+watches for stalls, reconnects with exponential backoff and full jitter (reset
+by a connection that delivered data, so a flapping but working link reconnects
+fast; attempts stay inside the venue's connection-rate limits), and
 replaces the connection before the venue's maximum lifetime with an overlap:
 the new connection is open and subscribed before the old one closes, so both
 deliver frames for a moment and the dedupe operator / book sequence rules drop
@@ -18,10 +20,13 @@ import contextlib
 import itertools
 import math
 import random
+import threading
 import time
+from collections import deque
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from websockets.asyncio.client import ClientConnection, connect
@@ -36,6 +41,20 @@ FrameCallback = Callable[[RawFrame], None]
 StatusCallback = Callable[[dict[str, Any]], None]
 Backpressure = Callable[[], bool]  # True: the consumer is full, stop reading for a moment
 _BACKPRESSURE_STEP = 0.005
+# Replies to our own requests, not market data: OKX acks/errors/notices {"event":..},
+# Binance {"result":..,"id":..} / {"error":..}. A venue that acks and then closes
+# has delivered nothing, and must not reset the backoff.
+_REPLY_PREFIXES = ('{"event"', '{"result"', '{"error"')
+ConnectLimits = tuple[tuple[int, float], ...]  # (attempts, per seconds), all must hold
+
+# Connection attempts a venue allows per IP (exchange-protocols.md). Binance spot
+# (§1.1): 300 connections per attempt every 5 minutes; USD-M documents none, so
+# spot's budget. OKX (§4): 3 connection requests/s, 500 connections per 5 minutes.
+VENUE_CONNECT_LIMITS: dict[str, ConnectLimits] = {
+    "binance": ((300, 300.0),),
+    "binance-usdm": ((300, 300.0),),
+    "okx": ((3, 1.0), (500, 300.0)),
+}
 
 
 @dataclass(frozen=True)
@@ -44,7 +63,10 @@ class ClientSettings:
 
     backoff_base: float = 1.0
     backoff_cap: float = 60.0
-    healthy_after: float = 60.0  # a connection that lived this long resets the backoff
+    # The backoff resets after a connection that delivered data, or lived this long
+    # (a quiet but subscribed link); one that closed before any data counts up.
+    healthy_after: float = 60.0
+    connect_limits: ConnectLimits | None = None  # None: VENUE_CONNECT_LIMITS of the venue
     stall_timeout: float = 60.0  # nothing for this long -> ping; no pong -> "stale", reconnect
     pong_timeout: float = 10.0  # how long the stall check waits for the pong
     max_lifetime: float | None = None  # None: the venue's documented limit
@@ -59,15 +81,70 @@ class ClientSettings:
     resync_min_interval: float = 5.0  # per symbol (OKX: 480 (un)subscribes/hour/connection)
     max_message_bytes: int = 1 << 24
 
+    def backoff_ceiling(self, attempt: int) -> float:
+        return min(self.backoff_cap, self.backoff_base * 2.0 ** min(attempt, 30))
+
     def backoff(self, attempt: int) -> float:
         """Full jitter: uniform in [0, min(cap, base * 2**attempt)]."""
-        return random.uniform(
-            0.0, min(self.backoff_cap, self.backoff_base * 2.0 ** min(attempt, 30))
-        )
+        return random.uniform(0.0, self.backoff_ceiling(attempt))
 
     def rollover_after(self, lifetime: float) -> float:
         """Age at which a connection is replaced; at least half its lifetime."""
         return max(lifetime - self.rollover_margin, lifetime / 2.0)
+
+
+@dataclass(frozen=True)
+class ReconnectDelay:
+    """One wait before a reconnect, as chosen (for metrics and tests)."""
+
+    attempt: int  # 0 after a connection that delivered data; +1 per fruitless one
+    ceiling: float  # the backoff bound for this attempt
+    delay: float  # the jittered wait drawn from [0, ceiling]
+
+
+class ConnectBudget:
+    """Connection attempts to one endpoint, within (attempts, per seconds) limits.
+
+    Shared by every connection of the process to that venue endpoint (all threads):
+    attempts are granted in order, each at the earliest time that keeps every
+    sliding window within its limit."""
+
+    def __init__(self, limits: ConnectLimits) -> None:
+        for count, window in limits:
+            if count < 1 or window <= 0:
+                raise ValueError(f"connect limit {count} per {window}s is not positive")
+        self.limits = limits
+        self._times: deque[float] = deque(maxlen=max((c for c, _ in limits), default=1))
+        self._lock = threading.Lock()
+
+    def reserve(self, now: float) -> float:
+        """Book the next attempt; returns how long to wait before making it (s)."""
+        with self._lock:
+            times = self._times
+            at = max(now, times[-1]) if times else now
+            for count, window in self.limits:
+                if len(times) >= count:
+                    at = max(at, times[-count] + window)
+            times.append(at)
+            return at - now
+
+
+_budgets: dict[tuple[str, str, ConnectLimits], ConnectBudget] = {}
+_budgets_lock = threading.Lock()
+
+
+def connect_budget(venue: str, url: str, limits: ConnectLimits) -> ConnectBudget:
+    """The process-wide budget of one venue endpoint (limits are per IP and server)."""
+    key = (venue, urlsplit(url).netloc, limits)
+    with _budgets_lock:
+        budget = _budgets.get(key)
+        if budget is None:
+            budget = _budgets[key] = ConnectBudget(limits)
+        return budget
+
+
+class _Stopped(Exception):
+    """Stopped while waiting for the connection budget."""
 
 
 class _Link:
@@ -82,6 +159,7 @@ class _Link:
         self.last_data = self.opened
         self.rollover_at = rollover_at
         self.first_data = asyncio.Event()
+        self.delivered = False  # a market data frame came (not a keep-alive or a reply)
         self.replace_now = asyncio.Event()  # the venue announced it will close this link
         self.reader: asyncio.Task[str] | None = None
         self.pinger: asyncio.Task[None] | None = None
@@ -125,15 +203,22 @@ class VenueConnection:
         ]
         self._loop: asyncio.AbstractEventLoop | None = None
         self._http: httpx.AsyncClient | None = None
+        self._stop_waiter: asyncio.Future[Any] | None = None
         self._current: _Link | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         self._resyncing: set[str] = set()  # natives with a snapshot/resync in flight or due
         self._last_resync: dict[str, float] = {}
+        limits = self.settings.connect_limits
+        if limits is None:
+            limits = VENUE_CONNECT_LIMITS.get(self.venue, ())
+        self._budget = connect_budget(self.venue, self.url, limits)
         # Counters for tests and metrics.
         self.connects = 0
         self.snapshots = 0
         self.resyncs = 0
         self.backpressure_waits = 0
+        self.reconnect_delays: deque[ReconnectDelay] = deque(maxlen=1000)  # latest last
+        self.throttled = 0  # connection attempts delayed by the venue's rate limit
 
     # ---- public ----
 
@@ -141,7 +226,7 @@ class VenueConnection:
         """Stay connected until ``stop`` is set; never raises on network trouble."""
         self._loop = asyncio.get_running_loop()
         remove_listener = resync.subscribe(self.venue, self.request_resync)
-        stop_waiter = asyncio.ensure_future(stop.wait())
+        stop_waiter = self._stop_waiter = asyncio.ensure_future(stop.wait())
         if self._snapshot_natives:
             self._http = httpx.AsyncClient(timeout=self.settings.snapshot_timeout)
         attempt = 0
@@ -159,11 +244,17 @@ class VenueConnection:
                         snapshots.cancel()
                         await asyncio.gather(snapshots, return_exceptions=True)
                     await self._close(link, reason)
-                    if time.monotonic() - link.opened >= self.settings.healthy_after:
+                    lived = time.monotonic() - link.opened
+                    if link.delivered or lived >= self.settings.healthy_after:
+                        # It worked: a link that flaps after delivering data reconnects
+                        # at once (jittered), not ever later. The venue's connect limits
+                        # still bound how often (ConnectBudget in _open).
                         attempt = 0
                 if stop.is_set():
                     break
-                delay = self.settings.backoff(attempt)
+                ceiling = self.settings.backoff_ceiling(attempt)
+                delay = random.uniform(0.0, ceiling)
+                self.reconnect_delays.append(ReconnectDelay(attempt, ceiling, delay))
                 attempt += 1
                 self._status("reconnecting", f"in {delay:.3f}s (attempt {attempt})")
                 with contextlib.suppress(TimeoutError):
@@ -193,6 +284,8 @@ class VenueConnection:
     async def _try_open(self) -> _Link | None:
         try:
             return await self._open()
+        except _Stopped:
+            return None
         except InvalidURI as exc:
             raise ValueError(f"{self.venue}: invalid WebSocket URL {self.url!r}: {exc}") from None
         except (OSError, TimeoutError, WebSocketException) as exc:
@@ -201,6 +294,16 @@ class VenueConnection:
 
     async def _open(self) -> _Link:
         s = self.settings
+        wait = self._budget.reserve(time.monotonic())
+        if wait > 0:
+            self.throttled += 1
+            limits = ", ".join(f"{n} per {w:g}s" for n, w in self._budget.limits)
+            self._status("reconnecting", f"in {wait:.3f}s (connection limit {limits})")
+            assert self._stop_waiter is not None
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._stop_waiter), wait)
+            if self._stop_waiter.done():
+                raise _Stopped
         conn_id = f"{self.conn_prefix}{next(self._counter)}"
         ws = await connect(
             self.url,
@@ -275,6 +378,8 @@ class VenueConnection:
         self._status("planned_reconnect", f"replacing {old.conn_id}: {why}")
         try:
             new = await self._open()
+        except _Stopped:
+            return old
         except (OSError, TimeoutError, WebSocketException) as exc:
             retry = self.settings.backoff(1) + 1.0
             self._status("error", f"planned reconnect failed: {exc!r}; retry in {retry:.1f}s")
@@ -352,6 +457,8 @@ class VenueConnection:
                 if is_notice(text):
                     link.replace_now.set()
                 on_frame(RawFrame(venue, link.conn_id, ts, text))
+                if not link.delivered and not text.startswith(_REPLY_PREFIXES):
+                    link.delivered = True
                 if not link.first_data.is_set():
                     link.first_data.set()
                 if full is not None and full():

@@ -106,7 +106,11 @@ def assert_bars_recomputed(bars: list[Record], trades: list[Record]) -> None:
 
 
 def binance_feed(capture: Path, symbol: str, **sim: Any) -> Feed:
-    return Feed("binance", [symbol], SimulatorThread("binance", capture, limit=LIMIT, **sim))
+    return Feed(
+        "binance",
+        [symbol],
+        SimulatorThread("binance", capture, limit=LIMIT, original_times=True, **sim),
+    )
 
 
 def every_trade(feeds: list[Feed]) -> Callable[[Outputs], bool]:
@@ -235,7 +239,7 @@ def test_binance_gap_is_detected_and_resynced_from_a_new_rest_snapshot(tmp_path:
     faults = Faults(
         drop_depth=frozenset({drop.depth_no}), stall_after=reveal.index + 5, stall_seconds=1.5
     )
-    sim = SimulatorThread("binance", tape, pace=f"{pace}x", faults=faults)
+    sim = SimulatorThread("binance", tape, pace=f"{pace}x", faults=faults, original_times=True)
     feed = Feed("binance", ["BTC/USDT"], sim)
     records = run_live([feed], tmp_path, BINANCE_OPS, every_trade([feed]))
 
@@ -295,7 +299,7 @@ def books_of(records: Outputs) -> dict[str, list[Record]]:
 
 @pytest.mark.parametrize("seq_ids", [False, True], ids=["checksum", "seqId"])
 def test_okx_every_book_state_passes_its_checksum(tmp_path: Path, seq_ids: bool) -> None:
-    sim = SimulatorThread("okx", OKX_TBT, okx_seq_ids=seq_ids)
+    sim = SimulatorThread("okx", OKX_TBT, okx_seq_ids=seq_ids, original_times=True)
     frames = okx_book_frames(sim.simulator.tape)
     symbols = okx_symbols(sim.simulator.tape)
     assert len(symbols) == 10
@@ -336,7 +340,7 @@ def test_okx_corrupted_checksum_resubscribes_and_resyncs(tmp_path: Path, seq_ids
     faults = Faults(
         corrupt_checksum=frozenset({victim.depth_no}), stall_after=held, stall_seconds=1.5
     )
-    sim = SimulatorThread("okx", tape, okx_seq_ids=seq_ids, faults=faults)
+    sim = SimulatorThread("okx", tape, okx_seq_ids=seq_ids, faults=faults, original_times=True)
     after = [e for e in sent[held:] if e.book == book and (e.bids or e.asks)]
     assert len(after) > 20
     symbols = okx_symbols(tape)
@@ -382,7 +386,9 @@ def lines(path: Path) -> int:
 
 def test_ctrl_c_stops_cleanly_and_flushes_the_open_bars(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    with SimulatorThread("binance", BTC_SPOT, pace="recorded", limit=LIMIT) as sim:
+    with SimulatorThread(
+        "binance", BTC_SPOT, pace="recorded", limit=LIMIT, original_times=True
+    ) as sim:
         pipeline = {
             "sources": [
                 {

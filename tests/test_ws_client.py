@@ -28,7 +28,7 @@ from simulator.server import Simulator
 from sources.frames import RawFrame
 from sources.live import ConnectionSpec, LiveFeed
 from sources.registry import PARSERS, PROTOCOLS
-from sources.ws_client import ClientSettings, VenueConnection
+from sources.ws_client import ClientSettings, ConnectBudget, VenueConnection
 
 CAPTURES = Path(__file__).resolve().parents[1] / "fixtures" / "captures"
 BTC = CAPTURES / "binance" / "hftbacktest_spot_btcusdt_20240808.txt.gz"
@@ -144,7 +144,7 @@ def all_received(expected: list[str]) -> Callable[[Recorder, VenueConnection], b
 
 
 def test_receives_every_frame_in_order_and_injects_the_rest_snapshot() -> None:
-    sim = Simulator("binance", BTC, limit=250, ping_interval=0.05)
+    sim = Simulator("binance", BTC, limit=250, ping_interval=0.05, original_times=True)
     expected = expected_texts(sim)
     rec = Recorder("binance", ["BTC/USDT"])
 
@@ -169,7 +169,14 @@ def test_receives_every_frame_in_order_and_injects_the_rest_snapshot() -> None:
 
 
 def test_reconnects_with_backoff_after_injected_disconnects_and_loses_nothing() -> None:
-    sim = Simulator("binance", BTC, limit=300, overlap=5, faults=Faults(disconnect_every_msgs=70))
+    sim = Simulator(
+        "binance",
+        BTC,
+        limit=300,
+        overlap=5,
+        faults=Faults(disconnect_every_msgs=70),
+        original_times=True,
+    )
     expected = expected_texts(sim)
     rec, conn = asyncio.run(
         run_until(sim, ["BTCUSDT"], ["trades", "book", "bbo"], all_received(expected))
@@ -182,18 +189,66 @@ def test_reconnects_with_backoff_after_injected_disconnects_and_loses_nothing() 
     assert len(disconnects) >= 4
     assert "code 1001" in disconnects[0]["detail"]
     attempts = [s["detail"] for s in rec.events("reconnecting")]
-    # Short-lived connections never reset the backoff: attempts keep counting up.
-    assert [int(a.rsplit("attempt ", 1)[1].rstrip(")")) for a in attempts] == list(
-        range(1, len(attempts) + 1)
-    )
+    # Each connection delivered data before it dropped: the backoff starts over each time.
+    assert [int(a.rsplit("attempt ", 1)[1].rstrip(")")) for a in attempts] == [1] * len(attempts)
     delays = [float(a.split("in ", 1)[1].split("s", 1)[0]) for a in attempts]
     assert all(0 <= d <= FAST.backoff_cap for d in delays)
     assert conn.connects == len({f.conn_id for f in rec.frames})
 
 
+def test_link_dropping_every_2s_after_data_keeps_its_reconnect_delay_small() -> None:
+    """A flapping venue that works between drops: the backoff starts over after every
+    connection that delivered data, so the feed does not fall ever further behind."""
+    sim = Simulator(
+        "binance", BTC, pace="recorded", faults=Faults(disconnect_every_s=2.0), original_times=True
+    )
+    settings = replace(FAST, backoff_base=0.05, backoff_cap=10.0)
+    rec, conn = asyncio.run(
+        run_until(
+            sim,
+            ["BTCUSDT"],
+            ["trades", "book", "bbo"],
+            lambda _rec, conn: len(conn.reconnect_delays) >= 3,
+            settings,
+        )
+    )
+    drops = [s for s in rec.events("disconnected") if "simulated disconnect" in s["detail"]]
+    assert len(drops) >= 3
+    delivered = {f.conn_id for f in rec.data()}
+    assert {"t1", "t2", "t3"} <= delivered
+    chosen = list(conn.reconnect_delays)[:3]
+    assert [d.attempt for d in chosen] == [0, 0, 0]  # before the fix: 0, 1, 2
+    assert all(d.ceiling == settings.backoff_base and d.delay <= d.ceiling for d in chosen)
+
+
+def test_link_closing_before_any_data_still_backs_off_exponentially() -> None:
+    """Subscribed to a symbol the tape does not have, every connection is cut before it
+    delivered anything: no reset, the ceiling doubles each time."""
+    sim = Simulator("binance", BTC, limit=50, faults=Faults(disconnect_every_s=0.2))
+    rec, conn = asyncio.run(
+        run_until(
+            sim,
+            ["ETHUSDT"],
+            ["trades"],
+            lambda _rec, conn: len(conn.reconnect_delays) >= 4,
+        )
+    )
+    assert not rec.data()
+    chosen = list(conn.reconnect_delays)[:4]
+    assert [d.attempt for d in chosen] == [0, 1, 2, 3]
+    assert [d.ceiling for d in chosen] == [FAST.backoff_ceiling(a) for a in range(4)]
+    assert chosen[3].ceiling == 8 * chosen[0].ceiling
+
+
 def test_quiet_stream_that_answers_pings_is_not_stale() -> None:
     """A pause in the data (an illiquid pair) is not a stall while the server answers pings."""
-    sim = Simulator("binance", BTC, limit=120, faults=Faults(stall_after=40, stall_seconds=1.0))
+    sim = Simulator(
+        "binance",
+        BTC,
+        limit=120,
+        faults=Faults(stall_after=40, stall_seconds=1.0),
+        original_times=True,
+    )
     expected = expected_texts(sim)
     settings = replace(FAST, stall_timeout=0.2, pong_timeout=5.0)
     rec, conn = asyncio.run(
@@ -230,7 +285,7 @@ def test_stall_watchdog_reports_stale_when_no_pong_comes_and_reconnects() -> Non
 
 
 def test_planned_reconnect_overlaps_connections_without_a_gap() -> None:
-    sim = Simulator("binance", BTC, limit=400, pace="2x")
+    sim = Simulator("binance", BTC, limit=400, pace="2x", original_times=True)
     expected = expected_texts(sim)
     settings = replace(FAST, max_lifetime=0.8, rollover_margin=0.4)
     rec, conn = asyncio.run(
@@ -307,7 +362,7 @@ def test_server_shutdown_notice_replaces_the_connection_early() -> None:
 
 
 def test_resync_request_fetches_and_injects_a_new_binance_snapshot() -> None:
-    sim = Simulator("binance", BTC, limit=150)
+    sim = Simulator("binance", BTC, limit=150, original_times=True)
     rec = Recorder("binance", ["BTC/USDT"])
 
     def ask(rec: Recorder, conn: VenueConnection) -> None:
@@ -333,7 +388,7 @@ def test_resync_request_fetches_and_injects_a_new_binance_snapshot() -> None:
 
 
 def test_okx_app_ping_is_answered_and_pongs_are_not_frames() -> None:
-    sim = Simulator("okx", OKX_V5, limit=60)
+    sim = Simulator("okx", OKX_V5, limit=60, original_times=True)
     settings = replace(FAST, app_ping_interval=0.05)
     rec, _ = asyncio.run(
         run_until(sim, OKX_NATIVES, ["trades"], lambda _r, _c: sim.stats.app_pings >= 3, settings)
@@ -344,7 +399,13 @@ def test_okx_app_ping_is_answered_and_pongs_are_not_frames() -> None:
 
 
 def test_okx_checksum_mismatch_resubscribes_and_gets_a_fresh_snapshot() -> None:
-    sim = Simulator("okx", OKX_V5, okx_seq_ids=True, faults=Faults(corrupt_checksum=frozenset({5})))
+    sim = Simulator(
+        "okx",
+        OKX_V5,
+        okx_seq_ids=True,
+        faults=Faults(corrupt_checksum=frozenset({5})),
+        original_times=True,
+    )
     rec = Recorder("okx", ["BTC/USDT"])
     keeper = rec.keepers["BTC/USDT"]
     book_frames = {e.text for e in sim.tape.entries if e.key == "books:BTC-USDT"}
@@ -366,7 +427,12 @@ def test_okx_checksum_mismatch_resubscribes_and_gets_a_fresh_snapshot() -> None:
 
 def test_okx_reconnect_resumes_with_snapshot_and_sequence_intact() -> None:
     sim = Simulator(
-        "okx", OKX_V5, okx_seq_ids=True, overlap=3, faults=Faults(disconnect_every_msgs=60)
+        "okx",
+        OKX_V5,
+        okx_seq_ids=True,
+        overlap=3,
+        faults=Faults(disconnect_every_msgs=60),
+        original_times=True,
     )
     natives = ["BTC-USDT", "UNI-USD-SWAP"]
     rec = Recorder("okx", [from_native("okx", n) for n in natives])
@@ -392,7 +458,7 @@ def test_okx_reconnect_resumes_with_snapshot_and_sequence_intact() -> None:
 
 
 def test_live_feed_delivers_frames_and_status_from_its_thread() -> None:
-    sim = SimulatorThread("binance", BTC, limit=100)
+    sim = SimulatorThread("binance", BTC, limit=100, original_times=True)
     sim.start()
     try:
         spec = ConnectionSpec(
@@ -557,7 +623,7 @@ def test_planned_reconnect_keeps_the_old_connection_if_the_new_one_stays_silent(
 
 def test_reconnect_fetches_one_snapshot_even_if_the_book_asks_for_a_resync() -> None:
     """A gap seen while the connection's first snapshot is pending needs no second fetch."""
-    sim = Simulator("binance", BTC, limit=150)
+    sim = Simulator("binance", BTC, limit=150, original_times=True)
     rec = Recorder("binance", ["BTC/USDT"])
 
     def ask(rec: Recorder, conn: VenueConnection) -> None:
@@ -602,7 +668,7 @@ async def wait_for(condition: Callable[[], bool]) -> None:
 
 
 def test_okx_resync_is_ignored_on_a_connection_without_the_book_channel() -> None:
-    sim = Simulator("okx", OKX_V5, okx_seq_ids=True)
+    sim = Simulator("okx", OKX_V5, okx_seq_ids=True, original_times=True)
 
     async def main() -> VenueConnection:
         _rec, conn, stop, task = await _okx_client(sim, ["trades"], FAST)
@@ -621,7 +687,7 @@ def test_okx_resync_is_ignored_on_a_connection_without_the_book_channel() -> Non
 
 
 def test_okx_resyncs_of_one_symbol_are_spaced_and_an_early_one_is_deferred() -> None:
-    sim = Simulator("okx", OKX_V5, okx_seq_ids=True)
+    sim = Simulator("okx", OKX_V5, okx_seq_ids=True, original_times=True)
     interval = 0.5
 
     async def main() -> tuple[VenueConnection, float]:
@@ -629,12 +695,12 @@ def test_okx_resyncs_of_one_symbol_are_spaced_and_an_early_one_is_deferred() -> 
         _rec, conn, stop, task = await _okx_client(sim, ["book"], settings)
         conn.request_resync("BTC-USDT", "first")
         await wait_for(lambda: sim.stats.okx_snapshots == 1)  # built by the simulator
-        first = time.monotonic()
+        first = conn._last_resync["BTC-USDT"]  # when the client sent it (not when seen here)
         conn.request_resync("BTC-USDT", "too soon")
         await asyncio.sleep(0.05)
         assert conn.resyncs == 1  # deferred, not sent yet
         await wait_for(lambda: sim.stats.okx_snapshots == 2)  # and not dropped
-        spacing = time.monotonic() - first
+        spacing = conn._last_resync["BTC-USDT"] - first
         stop.set()
         await task
         await sim.stop()
@@ -642,11 +708,11 @@ def test_okx_resyncs_of_one_symbol_are_spaced_and_an_early_one_is_deferred() -> 
 
     conn, spacing = asyncio.run(main())
     assert conn.resyncs == 2
-    assert spacing >= interval - 0.06  # a lower bound only: sleeps never end early
+    assert spacing >= interval - 0.01  # the send times the client chose (clock resolution)
 
 
 def test_live_feed_stops_reading_while_its_queue_is_full_and_loses_nothing() -> None:
-    sim = SimulatorThread("binance", BTC, limit=300)
+    sim = SimulatorThread("binance", BTC, limit=300, original_times=True)
     sim.start()
     try:
         spec = ConnectionSpec(
@@ -675,3 +741,58 @@ def test_live_feed_stops_reading_while_its_queue_is_full_and_loses_nothing() -> 
     assert feed.backpressure_waits >= 1
     assert queued_when_full <= 20 + 2  # the bound, plus the connect status dicts
     assert [i.text for i in items if isinstance(i, RawFrame) and i.hint is None] == tape
+
+
+def test_server_that_accepts_then_closes_at_once_backs_off_exponentially() -> None:
+    async def handler(ws: ServerConnection, n: int) -> None:
+        await ws.close(1013, "try again later")
+
+    rec, conn = asyncio.run(
+        run_custom(handler, ["trades"], lambda _rec, conn: len(conn.reconnect_delays) >= 4)
+    )
+    assert not rec.data()
+    assert [d.attempt for d in list(conn.reconnect_delays)[:4]] == [0, 1, 2, 3]
+
+
+def test_server_that_acks_then_closes_backs_off_exponentially() -> None:
+    """A reply to our subscription is not data: no reset."""
+
+    async def handler(ws: ServerConnection, n: int) -> None:
+        await ws.send('{"result":null,"id":1}')
+        await ws.close(1008, "policy violation")
+
+    rec, conn = asyncio.run(
+        run_custom(handler, ["trades"], lambda _rec, conn: len(conn.reconnect_delays) >= 4)
+    )
+    assert len(rec.frames) >= 4  # the acks reached the parser (which drops them)
+    assert [d.attempt for d in list(conn.reconnect_delays)[:4]] == [0, 1, 2, 3]
+
+
+def test_data_then_instant_close_is_held_to_the_venue_connection_limit() -> None:
+    """Each connection delivers one frame, so the backoff resets every time; the
+    venue's connection-rate limit still spaces the attempts."""
+
+    async def handler(ws: ServerConnection, n: int) -> None:
+        await ws.send(_trade(n))
+        await ws.close(1001, "going away")
+
+    settings = replace(FAST, connect_limits=((3, 0.5),))
+    rec, conn = asyncio.run(
+        run_custom(handler, ["trades"], lambda _rec, conn: conn.connects >= 5, settings)
+    )
+    assert all(d.attempt == 0 for d in conn.reconnect_delays)
+    assert conn.throttled >= 1
+    limited = [
+        s for s in rec.events("reconnecting") if "connection limit 3 per 0.5s" in s["detail"]
+    ]
+    assert len(limited) == conn.throttled
+
+
+def test_connect_budget_keeps_every_sliding_window_within_its_limit() -> None:
+    budget = ConnectBudget(((3, 1.0), (5, 10.0)))
+    waits = [budget.reserve(0.0) for _ in range(6)]
+    assert waits == [0.0, 0.0, 0.0, 1.0, 1.0, 10.0]
+    assert budget.reserve(20.0) == 0.0  # old attempts have left both windows
+    binance = ConnectBudget(((300, 300.0),))
+    at = [binance.reserve(0.0) for _ in range(301)]
+    assert at[:300] == [0.0] * 300 and at[300] == 300.0
