@@ -28,6 +28,7 @@ from candlewax import resync
 from candlewax.schema import make_bbo, make_book, make_status
 from candlewax.symbols import to_native
 from operators.book_side import BookSide, Level, is_zero_size
+from operators.book_sides import NotRepresentable, Side, new_side, to_python
 from operators.checksum import OKX_DEPTH, okx_checksum
 from operators.events import DepthMsg
 
@@ -38,22 +39,54 @@ class BookError(ValueError):
     """A depth message the book cannot use (the caller dead-letters it)."""
 
 
+_SEQUENCES = (list, tuple)
+
+
+def _reusable(levels: Iterable[Level]) -> list[Level] | tuple[Level, ...]:
+    return levels if isinstance(levels, _SEQUENCES) else list(levels)
+
+
 class OrderBook:
-    """Bids (high -> low) and asks (low -> high) with the exact text received."""
+    """Bids (high -> low) and asks (low -> high) with the exact text received.
+
+    Sides are native where built (operators.book_sides); a level the native side
+    cannot hold exactly moves that side to the pure-Python one before anything
+    is applied."""
 
     __slots__ = ("asks", "bids")
 
     def __init__(self) -> None:
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
+        self.bids: Side = new_side(descending=True)
+        self.asks: Side = new_side(descending=False)
 
     def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        self.bids.update(bids)
-        self.asks.update(asks)
+        bids, asks = _reusable(bids), _reusable(asks)  # a fallback goes over them again
+        try:
+            self.bids.update(bids)
+        except NotRepresentable:
+            self.bids = to_python(self.bids)
+            self.bids.update(bids)
+        try:
+            self.asks.update(asks)
+        except NotRepresentable:
+            self.asks = to_python(self.asks)
+            self.asks.update(asks)
 
     def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        self.bids.replace(bids)
-        self.asks.replace(asks)
+        # A snapshot starts afresh: a side that fell back may go native again.
+        bids, asks = _reusable(bids), _reusable(asks)
+        self.bids = new_side(descending=True)
+        self.asks = new_side(descending=False)
+        try:
+            self.bids.replace(bids)
+        except NotRepresentable:
+            self.bids = BookSide(descending=True)
+            self.bids.replace(bids)
+        try:
+            self.asks.replace(asks)
+        except NotRepresentable:
+            self.asks = BookSide(descending=False)
+            self.asks.replace(asks)
 
     def clear(self) -> None:
         self.bids.clear()
@@ -71,13 +104,11 @@ class OrderBook:
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)
 
-    # Pickle as plain text lists, best first (restoring sorts presorted data: linear).
+    # Pickle as plain text lists, best first (a native side is rebuilt on restore).
     def __getstate__(self) -> tuple[list[Level], list[Level]]:
         return self.bids.top(len(self.bids)), self.asks.top(len(self.asks))
 
     def __setstate__(self, state: tuple[list[Level], list[Level]]) -> None:
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
         self.replace(*state)
 
 

@@ -31,6 +31,7 @@ from math import isfinite
 Level = tuple[str, str]  # (price_text, size_text) exactly as received
 Key = float | Decimal
 _NONZERO_LEAD = frozenset("123456789")
+_SEQUENCES = (list, tuple)
 
 
 def is_zero_size(size: str) -> bool:
@@ -94,7 +95,7 @@ class BookSide:
         if self._key is not float:
             self._update(levels, self._key)
             return
-        todo = levels if isinstance(levels, (list, tuple)) else list(levels)
+        todo = levels if isinstance(levels, _SEQUENCES) else list(levels)
         try:
             self._update(todo, float)
         except _Collision:
