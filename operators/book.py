@@ -21,119 +21,72 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Iterable
-from decimal import Decimal, InvalidOperation
+from decimal import InvalidOperation
 from typing import Any
-
-from sortedcontainers import SortedList
 
 from candlewax import resync
 from candlewax.schema import make_bbo, make_book, make_status
 from candlewax.symbols import to_native
+from operators.book_side import BookSide, Level, is_zero_size
+from operators.book_sides import NotRepresentable, Side, new_side, to_python
 from operators.checksum import OKX_DEPTH, okx_checksum
 from operators.events import DepthMsg
 
-Level = tuple[str, str]  # (price_text, size_text) exactly as received
-_NONZERO_LEAD = frozenset("123456789")
+__all__ = ["BookError", "BookKeeper", "BookSide", "Level", "OrderBook", "is_zero_size"]
 
 
 class BookError(ValueError):
     """A depth message the book cannot use (the caller dead-letters it)."""
 
 
-def is_zero_size(size: str) -> bool:
-    """True when the size text is zero in value ("0", "0.00000000", "0E-8")."""
-    rest = size.strip("0.")
-    if not rest:
-        return True
-    # Only unusual text (exponent, sign) needs the exact Decimal comparison.
-    return rest[0] not in _NONZERO_LEAD and Decimal(size) == 0
+_SEQUENCES = (list, tuple)
 
 
-class BookSide:
-    """One side: Decimal(price) -> (price_text, size_text), prices kept sorted.
-
-    A dict plus a SortedList of its keys rather than a SortedDict: the diff loop
-    then calls the C dict directly and touches the sorted list only when a
-    level appears or disappears."""
-
-    __slots__ = ("_levels", "_prices", "descending")
-
-    def __init__(self, descending: bool) -> None:
-        self.descending = descending  # bids: best = highest price
-        self._levels: dict[Decimal, Level] = {}
-        self._prices: SortedList = SortedList()
-
-    def set(self, price: str, size: str) -> None:
-        """Set a level's absolute size; a zero size removes it (unknown level: no-op)."""
-        self.update(((price, size),))
-
-    def remove(self, price: str) -> bool:
-        key = Decimal(price)
-        if self._levels.pop(key, None) is None:
-            return False
-        self._prices.remove(key)
-        return True
-
-    def update(self, levels: Iterable[Level]) -> None:
-        # is_zero_size() inlined: this loop runs for every level of every diff.
-        book = self._levels
-        prices = self._prices
-        for price, size in levels:
-            key = Decimal(price)
-            rest = size.strip("0.")
-            if not rest or (rest[0] not in _NONZERO_LEAD and Decimal(size) == 0):
-                if book.pop(key, None) is not None:
-                    prices.remove(key)
-            else:
-                if key not in book:
-                    if not key.is_finite():  # NaN would break the ordering
-                        raise ValueError(f"price {price!r} is not a finite number")
-                    prices.add(key)
-                book[key] = (price, size)
-
-    def replace(self, levels: Iterable[Level]) -> None:
-        book = {Decimal(p): (p, s) for p, s in levels if not is_zero_size(s)}
-        if not all(key.is_finite() for key in book):
-            raise ValueError("snapshot price is not a finite number")
-        self._levels = book
-        self._prices = SortedList(self._levels)
-
-    def clear(self) -> None:
-        self._levels.clear()
-        self._prices.clear()
-
-    def top(self, n: int) -> list[Level]:
-        """The best n levels, best first."""
-        book = self._levels
-        if self.descending:
-            return [book[key] for key in reversed(self._prices[-n:])] if n > 0 else []
-        return [book[key] for key in self._prices[:n]]
-
-    def best(self) -> Level | None:
-        if not self._levels:
-            return None
-        return self._levels[self._prices[-1 if self.descending else 0]]
-
-    def __len__(self) -> int:
-        return len(self._levels)
+def _reusable(levels: Iterable[Level]) -> list[Level] | tuple[Level, ...]:
+    return levels if isinstance(levels, _SEQUENCES) else list(levels)
 
 
 class OrderBook:
-    """Bids (high -> low) and asks (low -> high) with the exact text received."""
+    """Bids (high -> low) and asks (low -> high) with the exact text received.
+
+    Sides are native where built (operators.book_sides); a level the native side
+    cannot hold exactly moves that side to the pure-Python one before anything
+    is applied."""
 
     __slots__ = ("asks", "bids")
 
     def __init__(self) -> None:
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
+        self.bids: Side = new_side(descending=True)
+        self.asks: Side = new_side(descending=False)
 
     def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        self.bids.update(bids)
-        self.asks.update(asks)
+        bids, asks = _reusable(bids), _reusable(asks)  # a fallback goes over them again
+        try:
+            self.bids.update(bids)
+        except NotRepresentable:
+            self.bids = to_python(self.bids)
+            self.bids.update(bids)
+        try:
+            self.asks.update(asks)
+        except NotRepresentable:
+            self.asks = to_python(self.asks)
+            self.asks.update(asks)
 
     def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        self.bids.replace(bids)
-        self.asks.replace(asks)
+        # A snapshot starts afresh: a side that fell back may go native again.
+        bids, asks = _reusable(bids), _reusable(asks)
+        self.bids = new_side(descending=True)
+        self.asks = new_side(descending=False)
+        try:
+            self.bids.replace(bids)
+        except NotRepresentable:
+            self.bids = BookSide(descending=True)
+            self.bids.replace(bids)
+        try:
+            self.asks.replace(asks)
+        except NotRepresentable:
+            self.asks = BookSide(descending=False)
+            self.asks.replace(asks)
 
     def clear(self) -> None:
         self.bids.clear()
@@ -151,13 +104,11 @@ class OrderBook:
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)
 
-    # Pickle as plain text lists, best first (restoring sorts presorted data: linear).
+    # Pickle as plain text lists, best first (a native side is rebuilt on restore).
     def __getstate__(self) -> tuple[list[Level], list[Level]]:
         return self.bids.top(len(self.bids)), self.asks.top(len(self.asks))
 
     def __setstate__(self, state: tuple[list[Level], list[Level]]) -> None:
-        self.bids = BookSide(descending=True)
-        self.asks = BookSide(descending=False)
         self.replace(*state)
 
 

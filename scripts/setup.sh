@@ -9,7 +9,10 @@ if ! "$PY" -c 'import sys; sys.exit(sys.version_info < (3, 11))'; then
 fi
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.candlewax-installed
-if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
+# Reinstall when the package definition or the native book's sources changed (an
+# editable install builds the Rust extension in place, operators/_book_native*.so).
+if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] \
+  || [ -n "$(find native/Cargo.toml native/Cargo.lock native/src -newer "$stamp" 2>/dev/null)" ]; then
   .venv/bin/python -m pip install -q --upgrade pip
   .venv/bin/python -m pip install -q -e '.[dev]'
   touch "$stamp"
