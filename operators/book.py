@@ -41,12 +41,23 @@ class BookError(ValueError):
 
 
 def is_zero_size(size: str) -> bool:
-    """True when the size text is zero in value ("0", "0.00000000", "0E-8")."""
+    """True when the size text is zero in value ("0", "0.00000000", "0E-8").
+
+    ValueError (InvalidOperation) for text that is no size: blank, negative, NaN,
+    Infinity. Only unusual text (no leading digit 1-9) pays for the Decimal."""
     rest = size.strip("0.")
     if not rest:
+        if "0" not in size:  # "" or "."
+            raise ValueError(f"size {size!r} is not a number")
         return True
-    # Only unusual text (exponent, sign) needs the exact Decimal comparison.
-    return rest[0] not in _NONZERO_LEAD and Decimal(size) == 0
+    return rest[0] not in _NONZERO_LEAD and _unusual_size_is_zero(size)
+
+
+def _unusual_size_is_zero(size: str) -> bool:
+    value = Decimal(size)
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"size {size!r} is not a finite, non-negative number")
+    return value == 0
 
 
 class BookSide:
@@ -81,20 +92,24 @@ class BookSide:
         for price, size in levels:
             key = Decimal(price)
             rest = size.strip("0.")
-            if not rest or (rest[0] not in _NONZERO_LEAD and Decimal(size) == 0):
+            if (not rest and "0" in size) or (
+                rest and rest[0] not in _NONZERO_LEAD and _unusual_size_is_zero(size)
+            ):
                 if book.pop(key, None) is not None:
                     prices.remove(key)
+            elif not rest:
+                raise ValueError(f"size {size!r} is not a number")
             else:
                 if key not in book:
-                    if not key.is_finite():  # NaN would break the ordering
-                        raise ValueError(f"price {price!r} is not a finite number")
+                    if not key.is_finite() or key < 0:  # NaN would break the ordering
+                        raise ValueError(f"price {price!r} is not a finite, non-negative number")
                     prices.add(key)
                 book[key] = (price, size)
 
     def replace(self, levels: Iterable[Level]) -> None:
         book = {Decimal(p): (p, s) for p, s in levels if not is_zero_size(s)}
-        if not all(key.is_finite() for key in book):
-            raise ValueError("snapshot price is not a finite number")
+        if not all(key.is_finite() and key >= 0 for key in book):
+            raise ValueError("snapshot price is not a finite, non-negative number")
         self._levels = book
         self._prices = SortedList(self._levels)
 
@@ -229,11 +244,13 @@ class BookKeeper:
     # ---- input ----
 
     def on_msg(self, msg: DepthMsg) -> list[dict[str, Any]]:
+        """Output of one message; BookError (book untouched) for a message it cannot use."""
         if msg.venue != self.venue or msg.symbol != self.symbol:
             raise BookError(
                 f"depth message for {msg.venue}:{msg.symbol} sent to the book of "
                 f"{self.venue}:{self.symbol}"
             )
+        _check_numbers(msg)
         self.messages += 1
         out: list[dict[str, Any]] = []
         if msg.kind == "snapshot":
@@ -400,6 +417,14 @@ class BookKeeper:
         if self.rule in _BUFFERING_RULES:
             self._buffer.append(msg)  # newer than the book: may follow the next snapshot
 
+    def desync(self, msg: DepthMsg, detail: str) -> list[dict[str, Any]]:
+        """Clear the book and ask for a resync (the caller hit an unforeseen failure and
+        the book may be half-updated): status records to emit."""
+        out: list[dict[str, Any]] = []
+        self.malformed += 1
+        self._lose_sync(msg, out, "error", detail)
+        return out
+
     def _lose_sync(self, msg: DepthMsg, out: list[dict[str, Any]], event: str, detail: str) -> None:
         out.append(self._status(event, msg, detail))
         self.book.clear()
@@ -461,3 +486,20 @@ class BookKeeper:
         )
         self._dirty = False
         self._last_emit_us = now_us
+
+
+_NUMBER_FIELDS = ("first_id", "last_id", "prev_id", "checksum")
+
+
+def _check_numbers(msg: DepthMsg) -> None:
+    """Sequence ids, checksum and times must be ints (ids may be None): anything else would
+    raise only later, e.g. when a buffered diff is replayed after the snapshot, half way
+    through the replay."""
+    for name in _NUMBER_FIELDS:
+        value = getattr(msg, name)
+        if value is not None and type(value) is not int:
+            raise BookError(f"{name} {value!r} is not an integer")
+    for name in ("ts_exchange", "ts_ingest"):
+        value = getattr(msg, name)
+        if type(value) is not int:
+            raise BookError(f"{name} {value!r} is not an integer")
