@@ -42,8 +42,11 @@ def stop_at(record: dict[str, Any]) -> dict[str, Any]:
     return record
 
 
-def poison_one_price(record: dict[str, Any]) -> dict[str, Any]:
+POISONED = ("3735683300", "3735693013")  # early, and in the last window (closed at the end)
+
+
+def poison_prices(record: dict[str, Any]) -> dict[str, Any]:
     """A price no parser should let through; the flow must survive it (test_stateful_guards)."""
-    if record["trade_id"] == "3735683300":
+    if record["trade_id"] in POISONED:
         return {**record, "price": "1e400"}
     return record
