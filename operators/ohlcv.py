@@ -31,7 +31,7 @@ Output order of one call: late and dead-letter records in arrival order, then fi
 bars by interval (shortest first) then start, then in-progress bars likewise.
 
 One bad trade never costs other bars: a trade is checked before it touches any window
-(see `BarBuilder._parse`; a price or size outside the exact range would otherwise fail
+(see `MAX_DIGITS`; a price or size outside the exact range would otherwise fail
 much later, when its bar is rendered) and rejected as a dead letter, so its window
 still closes without it. A window that fails to render anyway (state restored from an
 older version) becomes one dead letter with its aggregate, and the other windows go on.
@@ -49,17 +49,20 @@ import orjson
 from candlewax.schema import SCHEMA_VERSION, decimal_text, make_dead_letter
 from operators.intervals import parse_intervals
 
-# Accepted prices and sizes: not negative, below 10**MAX_DIGITS and multiples of
-# 10**-MAX_DIGITS (real ones use well under 20 digits either side of the point). Then a
+# Accepted prices and sizes: the contract's plain decimal text (no sign, exponent, NaN,
+# Infinity or blanks: bars carry the texts of their open/high/low/close trades as they
+# are), below 10**MAX_DIGITS, in steps of 10**-MAX_DIGITS (real ones use well under 20
+# digits either side of the point). Then a
 # notional has at most 2 * 2 * MAX_DIGITS significant digits and a sum of up to 10**20 of
 # them stays exact in _SUM_CONTEXT; a VWAP (a weighted mean of prices) has at most
 # MAX_DIGITS integer digits, so its 18 places always fit _DIV_CONTEXT.
 MAX_DIGITS = 24
-_MIN_QUANTUM = Decimal(f"1e-{MAX_DIGITS}")
 # ts_exchange must stay below the last microsecond a datetime can hold (year 9999),
 # so the window times stay valid wake-up times for the engine.
 MAX_TS_US = 253_402_300_800_000_000
-_PLAIN_DECIMAL = re.compile(r"[0-9]+(?:\.[0-9]+)?\Z")
+_exact_amount = re.compile(
+    rf"0*[0-9]{{1,{MAX_DIGITS}}}(?:\.[0-9]{{1,{MAX_DIGITS}}}0*)?\Z", re.ASCII
+).match
 _SUM_CONTEXT = Context(prec=4 * MAX_DIGITS + 20 + 4)
 # Round-to-odd ("05up") at many more digits than the final 18 places makes the
 # second, half-even rounding exact (no double-rounding error).
@@ -276,11 +279,29 @@ class BarBuilder:
     # ---- internals ----
 
     def _add(self, trade: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        # Every check comes before the first change of state (inlined: once per trade).
         try:
-            ts, trade_id, price_text, price, size, buy = self._parse(trade)
-        except (KeyError, TypeError, ValueError, ArithmeticError) as exc:
+            ts = trade["ts_exchange"]
+            trade_id = trade["trade_id"]
+            price_text = trade["price"]
+            size_text = trade["size"]
+            side = trade["side"]
+            if type(ts) is not int or not 0 <= ts < MAX_TS_US:
+                raise ValueError(f"ts_exchange {ts!r} is not an integer from 0 to {MAX_TS_US - 1}")
+            if type(trade_id) is not str:
+                raise TypeError(f"trade_id {trade_id!r} is not a string")
+            if side != "buy" and side != "sell":
+                raise ValueError(f"side {side!r} is neither buy nor sell")
+            if type(price_text) is not str or _exact_amount(price_text) is None:
+                raise ValueError(_inexact("price", price_text))
+            if type(size_text) is not str or _exact_amount(size_text) is None:
+                raise ValueError(_inexact("size", size_text))
+        except (KeyError, TypeError, ValueError) as exc:
             self._reject(trade, exc, out)
             return
+        price = Decimal(price_text)
+        size = Decimal(size_text)
+        buy = side == "buy"
         if ts > self._max_ts:
             self._max_ts = ts
         watermark = self._max_ts - self.lateness_us
@@ -311,25 +332,6 @@ class BarBuilder:
                 window.add(ts, trade_id, price_text, price, size, notional, buy)
         if aggregated:
             self.trades += 1
-
-    @staticmethod
-    def _parse(trade: dict[str, Any]) -> tuple[int, str, str, Decimal, Decimal, bool]:
-        """(ts, trade_id, price text, price, size, buy) of a trade the windows can take,
-        or ValueError/KeyError/TypeError/InvalidOperation naming what is wrong."""
-        ts = trade["ts_exchange"]
-        trade_id = trade["trade_id"]
-        price_text = trade["price"]
-        size_text = trade["size"]
-        side = trade["side"]
-        if type(ts) is not int or not 0 <= ts < MAX_TS_US:
-            raise ValueError(f"ts_exchange {ts!r} is not an integer from 0 to {MAX_TS_US - 1}")
-        if type(trade_id) is not str:
-            raise TypeError(f"trade_id {trade_id!r} is not a string")
-        if side != "buy" and side != "sell":
-            raise ValueError(f"side {side!r} is neither buy nor sell")
-        price = _checked_amount("price", price_text)
-        size = _checked_amount("size", size_text)
-        return ts, trade_id, price_text, price, size, side == "buy"
 
     def _reject(self, trade: Any, exc: Exception, out: list[dict[str, Any]]) -> None:
         self.malformed += 1
@@ -480,17 +482,8 @@ class BarBuilder:
         }
 
 
-def _checked_amount(name: str, text: Any) -> Decimal:
-    """The Decimal of a trade's price or size text, if the windows can hold it exactly."""
-    # The contract's plain decimal text (no sign, exponent, NaN, Infinity, blanks): bars
-    # carry the texts of their open/high/low/close trades as they are.
-    if type(text) is not str or _PLAIN_DECIMAL.match(text) is None:
-        raise ValueError(f"{name} {text!r} is not plain non-negative decimal text")
-    value = Decimal(text)
-    if value and value.adjusted() >= MAX_DIGITS:
-        raise ValueError(f"{name} {text!r} is not below 1e{MAX_DIGITS}")
-    exponent = value.as_tuple().exponent
-    assert isinstance(exponent, int)  # finite
-    if exponent < -MAX_DIGITS and value.quantize(_MIN_QUANTUM, context=_SUM_CONTEXT) != value:
-        raise ValueError(f"{name} {text!r} has digits below 1e-{MAX_DIGITS}")
-    return value
+def _inexact(name: str, text: Any) -> str:
+    return (
+        f"{name} {text!r} is not plain decimal text from 0 to 1e{MAX_DIGITS} "
+        f"in steps of 1e-{MAX_DIGITS}"
+    )

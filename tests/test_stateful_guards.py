@@ -21,6 +21,7 @@ from user_ops import POISONED
 from candlewax.config import BookConfig, DedupeConfig, parse_config
 from candlewax.schema import make_trade, now_us, validate_record
 from flows.stateful import book_logic, dedupe_logic, ohlcv_logic
+from operators.book import BookKeeper
 from operators.events import DepthMsg
 from operators.ohlcv import BarBuilder
 
@@ -269,3 +270,29 @@ def test_a_pickled_state_resumes_and_a_broken_one_starts_afresh(tmp_path: Path) 
     out, _ = broken.on_batch([TRADE])
     (dead,) = [r for r in out if r["type"] == "dead_letter"]
     assert dead["reason"].startswith("ohlcv restore failed: UnpicklingError")
+
+
+class BuggyKeeper(BookKeeper):
+    """A BookKeeper whose output fails once, after the message changed the book."""
+
+    bug = True
+
+    def _emit(self, out: list[Record]) -> None:
+        if self.bug:
+            self.bug = False
+            raise RuntimeError("bug in _emit")
+        super()._emit(out)
+
+
+def test_a_book_failing_mid_message_is_cleared_and_resyncs() -> None:
+    def okx(kind: str, seq: int, prev: int | None, bids: list[tuple[str, str]]) -> DepthMsg:
+        return DepthMsg("okx", "BTC/USDT", kind, bids, [], None, seq, prev, None, 1, 1)
+
+    logic = book_logic(BookConfig())(BuggyKeeper("okx", "BTC/USDT"))
+    out, _ = logic.on_batch([okx("snapshot", 1, None, [("99", "1")]), okx("update", 2, 1, [])])
+    # The book may be half-updated: dropped, and a resync asked, as after a gap.
+    assert [r.get("event", r["type"]) for r in out] == ["dead_letter", "error", "resync_requested"]
+    assert out[0]["reason"] == "book failed: RuntimeError: bug in _emit"
+    assert logic.keeper is not None and not logic.keeper.synced
+    out, _ = logic.on_batch([okx("snapshot", 5, None, [("98", "1")])])
+    assert [r.get("event", r["type"]) for r in out] == ["resynced", "bbo", "book"]
