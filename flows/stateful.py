@@ -315,7 +315,7 @@ class _BookLogic(_Guarded[DepthMsg, BookKeeper]):
                 out.extend(self.keeper.on_msg(msg))
             except BookError as exc:  # refused before it touched the book
                 out.append(_failure(self._venue([msg]), "book", exc, [msg]))
-            except Exception as exc:
+            except Exception as exc:  # unforeseen, possibly half-way through a change
                 out.append(_failure(self._venue([msg]), "book", exc, [msg]))
                 out.extend(self._recover([msg]))
         return out
