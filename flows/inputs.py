@@ -27,6 +27,10 @@ from sources.replay import MalformedLine, Pacer, ReplayStats, iter_capture
 from sources.ws_client import ClientSettings
 
 STOP = threading.Event()
+# Set by a partition that ends because of STOP while its input could go on (a replay
+# with frames left, any live or tailing source): then this end of the run is not the end
+# of the stream, and with recovery the open bar windows stay open for the resumed run.
+CUT_SHORT = threading.Event()
 Item = RawFrame | dict[str, Any]
 
 # Most frames per source batch. Small batches keep a batch's frames and the items made
@@ -40,6 +44,19 @@ replay_progress: dict[str, ReplayStats] = {}
 
 def _now() -> datetime:
     return datetime.now(UTC)
+
+
+def stream_ended() -> bool:
+    """True unless a partition of this run was stopped before the end of its input."""
+    return not CUT_SHORT.is_set()
+
+
+def _stopped() -> bool:
+    """STOP asked for, noted as a cut-short end (the caller's input could go on)."""
+    if STOP.is_set():
+        CUT_SHORT.set()
+        return True
+    return False
 
 
 class _ReplayPartition(StatefulSourcePartition[Item, int]):
@@ -67,7 +84,7 @@ class _ReplayPartition(StatefulSourcePartition[Item, int]):
         return make_dead_letter(self.venue, 0, reason, item.text)
 
     def next_batch(self) -> list[Item]:
-        if STOP.is_set():
+        if _stopped():
             raise StopIteration
         batch: list[Item] = []
         self._awake = None
@@ -124,7 +141,7 @@ class _LivePartition(StatefulSourcePartition[Item, None]):
         self._awake: datetime | None = None
 
     def next_batch(self) -> list[Item]:
-        if STOP.is_set():
+        if _stopped():
             if not self._closed:
                 self._feed.close()  # joins the connection thread: nothing arrives after
                 self._closed = True
@@ -172,7 +189,7 @@ class _MemoryPartition(StatefulSourcePartition[Item, int]):
         self._pos = resume or 0
 
     def next_batch(self) -> list[Item]:
-        if self._pos >= len(self._items) or STOP.is_set():
+        if self._pos >= len(self._items) or _stopped():
             raise StopIteration
         batch = list(self._items[self._pos : self._pos + self._batch])
         self._pos += len(batch)
@@ -204,6 +221,7 @@ def source_for(cfg: PipelineConfig) -> PipelineSource:
 def pipeline_input(flow: Dataflow, cfg: PipelineConfig, source: Source[Any] | None = None) -> Any:
     """The stream of RawFrames and status dicts: the configured sources (or ``source``
     instead), merged with the raw topics of ``mode: kafka`` sources (stage 2)."""
+    CUT_SHORT.clear()  # a new run: nothing of it was stopped yet
     kafka = kafka_inputs(cfg) if source is None else {}
     streams: list[Stream[Any]] = []
     if source is not None or any(src.mode != "kafka" for src in cfg.sources):
@@ -261,7 +279,7 @@ class _StoppablePartition(StatefulSourcePartition[Any, Any]):
         self._awake: datetime | None = None
 
     def next_batch(self) -> Iterable[Any]:
-        if STOP.is_set():
+        if _stopped():
             raise StopIteration
         batch = list(self.inner.next_batch())
         # An idle tailing consumer would be polled again at once, every millisecond:

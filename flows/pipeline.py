@@ -65,7 +65,8 @@ def build_flow(cfg: PipelineConfig, source: Source[Any] | None = None) -> Datafl
 
     trades: Stream[KeyedItem] = is_trade.trues
     if cfg.operators.dedupe.enabled:
-        trades = op.stateful_batch("dedupe", trades, dedupe_logic(cfg.operators.dedupe))
+        dedupe = dedupe_logic(cfg.operators.dedupe, durable=cfg.recovery is not None)
+        trades = op.stateful_batch("dedupe", trades, dedupe)
     trades = _user_ops(cfg, "trades", trades)
     outputs.append(trades)
 
@@ -74,9 +75,8 @@ def build_flow(cfg: PipelineConfig, source: Source[Any] | None = None) -> Datafl
         outputs.append(_user_ops(cfg, "bars", bars_and_late))
 
     if cfg.operators.book.enabled:
-        book_out = op.stateful_batch(
-            "book", is_depth.trues, book_logic(cfg.operators.book, cfg.live)
-        )
+        book = book_logic(cfg.operators.book, cfg.live, durable=cfg.recovery is not None)
+        book_out = op.stateful_batch("book", is_depth.trues, book)
         outputs.append(_user_ops(cfg, "book", book_out))
 
     merged = op.merge("all_records", *outputs)

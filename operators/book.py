@@ -180,11 +180,13 @@ class BookKeeper:
     # ---- input ----
 
     def on_msg(self, msg: DepthMsg) -> list[dict[str, Any]]:
+        """Output of one message; BookError (book untouched) for a message it cannot use."""
         if msg.venue != self.venue or msg.symbol != self.symbol:
             raise BookError(
                 f"depth message for {msg.venue}:{msg.symbol} sent to the book of "
                 f"{self.venue}:{self.symbol}"
             )
+        _check_numbers(msg)
         self.messages += 1
         out: list[dict[str, Any]] = []
         if msg.kind == "snapshot":
@@ -351,6 +353,14 @@ class BookKeeper:
         if self.rule in _BUFFERING_RULES:
             self._buffer.append(msg)  # newer than the book: may follow the next snapshot
 
+    def desync(self, msg: DepthMsg, detail: str) -> list[dict[str, Any]]:
+        """Clear the book and ask for a resync (the caller hit an unforeseen failure and
+        the book may be half-updated): status records to emit."""
+        out: list[dict[str, Any]] = []
+        self.malformed += 1
+        self._lose_sync(msg, out, "error", detail)
+        return out
+
     def _lose_sync(self, msg: DepthMsg, out: list[dict[str, Any]], event: str, detail: str) -> None:
         out.append(self._status(event, msg, detail))
         self.book.clear()
@@ -412,3 +422,20 @@ class BookKeeper:
         )
         self._dirty = False
         self._last_emit_us = now_us
+
+
+_NUMBER_FIELDS = ("first_id", "last_id", "prev_id", "checksum")
+
+
+def _check_numbers(msg: DepthMsg) -> None:
+    """Sequence ids, checksum and times must be ints (ids may be None): anything else would
+    raise only later, e.g. when a buffered diff is replayed after the snapshot, half way
+    through the replay."""
+    for name in _NUMBER_FIELDS:
+        value = getattr(msg, name)
+        if value is not None and type(value) is not int:
+            raise BookError(f"{name} {value!r} is not an integer")
+    for name in ("ts_exchange", "ts_ingest"):
+        value = getattr(msg, name)
+        if type(value) is not int:
+            raise BookError(f"{name} {value!r} is not an integer")

@@ -35,12 +35,23 @@ _SEQUENCES = (list, tuple)
 
 
 def is_zero_size(size: str) -> bool:
-    """True when the size text is zero in value ("0", "0.00000000", "0E-8")."""
+    """True when the size text is zero in value ("0", "0.00000000", "0E-8").
+
+    ValueError (InvalidOperation) for text that is no size: blank, negative, NaN,
+    Infinity. Only unusual text (no leading digit 1-9) pays for the Decimal."""
     rest = size.strip("0.")
     if not rest:
+        if "0" not in size:  # "" or "."
+            raise ValueError(f"size {size!r} is not a number")
         return True
-    # Only unusual text (exponent, sign) needs the exact Decimal comparison.
-    return rest[0] not in _NONZERO_LEAD and Decimal(size) == 0
+    return rest[0] not in _NONZERO_LEAD and _unusual_size_is_zero(size)
+
+
+def _unusual_size_is_zero(size: str) -> bool:
+    value = Decimal(size)
+    if not value.is_finite() or value < 0:
+        raise ValueError(f"size {size!r} is not a finite, non-negative number")
+    return value == 0
 
 
 class _Collision(Exception):
@@ -49,8 +60,8 @@ class _Collision(Exception):
 
 def _decimal_key(price: str) -> Decimal:
     key = Decimal(price)
-    if not key.is_finite():
-        raise ValueError(f"price {price!r} is not a finite number")
+    if not key.is_finite() or key < 0:
+        raise ValueError(f"price {price!r} is not a finite, non-negative number")
     return key
 
 
@@ -118,14 +129,18 @@ class BookSide:
                     raise AssertionError(f"distinct prices {old[0]!r} {price!r} share a key")
                 raise _Collision(price)
             rest = size.strip("0.")
-            if not rest or (rest[0] not in _NONZERO_LEAD and Decimal(size) == 0):
+            if (not rest and "0" in size) or (
+                rest and rest[0] not in _NONZERO_LEAD and _unusual_size_is_zero(size)
+            ):
                 if old is not None:
                     del book[key]
                     del prices[bisect_left(prices, key)]
+            elif not rest:
+                raise ValueError(f"size {size!r} is not a number")
             else:
                 if old is None:
-                    if not exact and not isfinite(key):
-                        raise ValueError(f"price {price!r} is not a finite number")
+                    if not exact and not (isfinite(key) and key >= 0):
+                        raise ValueError(f"price {price!r} is not a finite, non-negative number")
                     insort(prices, key)
                 book[key] = (price, size)
 
@@ -148,8 +163,8 @@ class BookSide:
             if old is not None and not _same_price(old[0], price):
                 raise _Collision(price)
             book[key] = (price, size)
-        if make_key is float and not all(isfinite(k) for k in book):
-            raise ValueError("snapshot price is not a finite number")
+        if make_key is float and not all(isfinite(k) and k >= 0 for k in book):
+            raise ValueError("snapshot price is not a finite, non-negative number")
         self._levels = book
         self._prices = sorted(book)
 

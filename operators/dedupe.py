@@ -20,13 +20,14 @@ class Deduper:
     Size ``capacity`` above the number of trades one reconnect or replay can repeat.
     """
 
-    __slots__ = ("_order", "_seen", "capacity", "dropped")
+    __slots__ = ("_order", "_seen", "capacity", "dropped", "unkeyed")
 
     def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
         if capacity < 1:
             raise ValueError(f"dedupe capacity must be at least 1, got {capacity}")
         self.capacity = capacity
         self.dropped = 0  # duplicates filtered out so far
+        self.unkeyed = 0  # records passed on without a string trade_id
         # A set answers membership; the deque remembers which id to forget next.
         self._seen: set[str] = set()
         self._order: deque[str] = deque()
@@ -46,8 +47,20 @@ class Deduper:
         return False
 
     def filter(self, trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """The trades not seen before (duplicates inside the batch included), in order."""
-        return [trade for trade in trades if not self.seen(trade["trade_id"])]
+        """The trades not seen before (duplicates inside the batch included), in order.
+
+        A record without a string ``trade_id`` cannot be judged: it passes on unremembered
+        (counted in ``unkeyed``) rather than being lost or stopping the batch; the OHLCV
+        step turns such a trade into a dead letter."""
+        kept: list[dict[str, Any]] = []
+        for trade in trades:
+            trade_id = trade.get("trade_id") if isinstance(trade, dict) else None
+            if type(trade_id) is not str:
+                self.unkeyed += 1
+                kept.append(trade)
+            elif not self.seen(trade_id):
+                kept.append(trade)
+        return kept
 
     # Snapshots store the ids once, in order; the set is rebuilt on restore.
     def __getstate__(self) -> tuple[int, int, list[str]]:
@@ -55,5 +68,6 @@ class Deduper:
 
     def __setstate__(self, state: tuple[int, int, list[str]]) -> None:
         self.capacity, self.dropped, ids = state
+        self.unkeyed = 0
         self._order = deque(ids)
         self._seen = set(ids)

@@ -29,12 +29,19 @@ caller's clock (``now_us``), never ``time.time()``.
 
 Output order of one call: late and dead-letter records in arrival order, then final
 bars by interval (shortest first) then start, then in-progress bars likewise.
+
+One bad trade never costs other bars: a trade is checked before it touches any window
+(see `MAX_DIGITS`; a price or size outside the exact range would otherwise fail
+much later, when its bar is rendered) and rejected as a dead letter, so its window
+still closes without it. A window that fails to render anyway (state restored from an
+older version) becomes one dead letter with its aggregate, and the other windows go on.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
-from decimal import ROUND_05UP, ROUND_HALF_EVEN, Context, Decimal, InvalidOperation, localcontext
+from decimal import ROUND_05UP, ROUND_HALF_EVEN, Context, Decimal, localcontext
 from typing import Any
 
 import orjson
@@ -42,8 +49,21 @@ import orjson
 from candlewax.schema import SCHEMA_VERSION, decimal_text, make_dead_letter
 from operators.intervals import parse_intervals
 
-# Sums stay exact far beyond any real price * size total.
-_SUM_CONTEXT = Context(prec=80)
+# Accepted prices and sizes: the contract's plain decimal text (no sign, exponent, NaN,
+# Infinity or blanks: bars carry the texts of their open/high/low/close trades as they
+# are), below 10**MAX_DIGITS, in steps of 10**-MAX_DIGITS (real ones use well under 20
+# digits either side of the point). Then a
+# notional has at most 2 * 2 * MAX_DIGITS significant digits and a sum of up to 10**20 of
+# them stays exact in _SUM_CONTEXT; a VWAP (a weighted mean of prices) has at most
+# MAX_DIGITS integer digits, so its 18 places always fit _DIV_CONTEXT.
+MAX_DIGITS = 24
+# ts_exchange must stay below the last microsecond a datetime can hold (year 9999),
+# so the window times stay valid wake-up times for the engine.
+MAX_TS_US = 253_402_300_800_000_000
+_exact_amount = re.compile(
+    rf"0*[0-9]{{1,{MAX_DIGITS}}}(?:\.[0-9]{{1,{MAX_DIGITS}}}0*)?\Z", re.ASCII
+).match
+_SUM_CONTEXT = Context(prec=4 * MAX_DIGITS + 20 + 4)
 # Round-to-odd ("05up") at many more digits than the final 18 places makes the
 # second, half-even rounding exact (no double-rounding error).
 _DIV_CONTEXT = Context(prec=80, rounding=ROUND_05UP)
@@ -192,7 +212,10 @@ class BarBuilder:
         out: list[dict[str, Any]] = []
         with localcontext(_SUM_CONTEXT):
             for trade in trades:
-                self._add(trade, out)
+                try:
+                    self._add(trade, out)
+                except Exception as exc:  # a bug here must not cost the batch
+                    self._reject(trade, exc, out)
         self._close(out)
         self._partials(now_us, out)
         return out
@@ -221,11 +244,13 @@ class BarBuilder:
     def open_bars(self) -> list[dict[str, Any]]:
         """In-progress (``final: false``) bars of every open window, state untouched: the
         end of a run that will be resumed from recovery, where the windows stay open."""
-        return [
-            self._bar(interval, start, interval.windows[start], final=False)
-            for interval in self._intervals
-            for start in sorted(interval.windows)
-        ]
+        out: list[dict[str, Any]] = []
+        for interval in self._intervals:
+            for start in sorted(interval.windows):
+                bar = self._render(interval, start, interval.windows[start], False, out)
+                if bar is not None:
+                    out.append(bar)
+        return out
 
     def next_partial(self) -> int | None:
         """When the next in-progress update is due (on the caller's clock), or None."""
@@ -254,26 +279,32 @@ class BarBuilder:
     # ---- internals ----
 
     def _add(self, trade: dict[str, Any], out: list[dict[str, Any]]) -> None:
+        # Every check comes before the first change of state (inlined: once per trade).
         try:
             ts = trade["ts_exchange"]
             trade_id = trade["trade_id"]
             price_text = trade["price"]
-            price = Decimal(price_text)
-            size = Decimal(trade["size"])
+            size_text = trade["size"]
             side = trade["side"]
-            if type(ts) is not int or ts < 0:
-                raise ValueError(f"ts_exchange {ts!r} is not a non-negative integer")
-            if not (price.is_finite() and size.is_finite()):
-                raise ValueError(f"price {price_text!r} / size {trade['size']!r} not finite")
+            if type(ts) is not int or not 0 <= ts < MAX_TS_US:
+                raise ValueError(f"ts_exchange {ts!r} is not an integer from 0 to {MAX_TS_US - 1}")
+            if type(trade_id) is not str:
+                raise TypeError(f"trade_id {trade_id!r} is not a string")
             if side != "buy" and side != "sell":
                 raise ValueError(f"side {side!r} is neither buy nor sell")
-        except (KeyError, TypeError, ValueError, InvalidOperation) as exc:
+            if type(price_text) is not str or _exact_amount(price_text) is None:
+                raise ValueError(_inexact("price", price_text))
+            if type(size_text) is not str or _exact_amount(size_text) is None:
+                raise ValueError(_inexact("size", size_text))
+        except (KeyError, TypeError, ValueError) as exc:
             self._reject(trade, exc, out)
             return
+        price = Decimal(price_text)
+        size = Decimal(size_text)
+        buy = side == "buy"
         if ts > self._max_ts:
             self._max_ts = ts
         watermark = self._max_ts - self.lateness_us
-        buy = side == "buy"
         notional = price * size
         aggregated = False
         for interval in self._intervals:
@@ -333,9 +364,11 @@ class BarBuilder:
             if self.fill_empty and interval.last_close is not None:
                 self._fill(interval, start, out)
             window = interval.windows.pop(start)
-            out.append(self._bar(interval, start, window, final=True))
             interval.closed_through = start + length
-            interval.last_close = window.close
+            bar = self._render(interval, start, window, final=True, out=out)
+            if bar is not None:
+                out.append(bar)
+                interval.last_close = window.close
 
     def _fill(self, interval: _Interval, limit: int, out: list[dict[str, Any]]) -> None:
         """Filled bars for the empty windows from ``closed_through`` to ``limit``."""
@@ -385,10 +418,34 @@ class BarBuilder:
                 window = interval.windows[start]
                 if window.dirty:
                     window.dirty = False
-                    out.append(self._bar(interval, start, window, final=False))
-                    emitted = True
+                    bar = self._render(interval, start, window, final=False, out=out)
+                    if bar is not None:
+                        out.append(bar)
+                        emitted = True
         if emitted:
             self._next_partial_at = now_us + self.partial_every_us
+
+    def _render(
+        self,
+        interval: _Interval,
+        start: int,
+        window: _Window,
+        final: bool,
+        out: list[dict[str, Any]],
+    ) -> dict[str, Any] | None:
+        """The bar of ``window``, or None after a dead letter when it cannot be rendered
+        (only a window restored from an older version's state can hold such values)."""
+        try:
+            return self._bar(interval, start, window, final)
+        except (ArithmeticError, ValueError) as exc:
+            self.malformed += 1
+            fields = {name: str(getattr(window, name)) for name in _Window.__slots__}
+            reason = (
+                f"ohlcv: bar {interval.label} {start} of {self.symbol} cannot be rendered, "
+                f"dropped: {type(exc).__name__}: {exc}"
+            )
+            out.append(make_dead_letter(self.venue, 0, reason, orjson.dumps(fields).decode()))
+            return None
 
     def _bar(self, interval: _Interval, start: int, window: _Window, final: bool) -> dict[str, Any]:
         volume = window.volume
@@ -423,3 +480,10 @@ class BarBuilder:
             "final": final,
             "filled": False,
         }
+
+
+def _inexact(name: str, text: Any) -> str:
+    return (
+        f"{name} {text!r} is not plain decimal text from 0 to 1e{MAX_DIGITS} "
+        f"in steps of 1e-{MAX_DIGITS}"
+    )

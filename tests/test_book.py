@@ -351,6 +351,37 @@ def test_malformed_level_is_reported_not_raised() -> None:
         keeper.on_msg(okx("snapshot", None, None, symbol="ETH/USDT"))
 
 
+@pytest.mark.parametrize(
+    ("price", "size"),
+    [("99", ""), ("99", "."), ("99", "-1"), ("99", "NaN"), ("99", "-Infinity"), ("-99", "1")],
+)
+def test_a_level_that_is_no_price_or_size_is_malformed(price: str, size: str) -> None:
+    # Once taken silently: a blank size as a deletion, the others as levels.
+    keeper = BookKeeper("okx", "BTC/USDT")
+    keeper.on_msg(okx("snapshot", None, None, [("99", "1"), ("98", "1")]))
+    out = keeper.on_msg(okx("update", None, None, [(price, size)]))
+    assert events(out) == ["error", "resync_requested"] and keeper.malformed == 1
+    out = keeper.on_msg(okx("snapshot", None, None, [(price, size)]))
+    assert events(out) == ["error", "resync_requested"] and keeper.malformed == 2
+    keeper.on_msg(okx("snapshot", None, None, [("99", "1")]))
+    assert keeper.synced and full_state(keeper) == ([("99", "1")], [("101", "1")])
+
+
+@pytest.mark.parametrize("field", ["first_id", "last_id", "prev_id", "checksum", "ts_ingest"])
+def test_a_diff_with_a_non_integer_id_is_refused_before_it_is_buffered(field: str) -> None:
+    # Buffered, it once raised only when the snapshot replayed the buffer: half way
+    # through, losing the diffs after it.
+    keeper = BookKeeper("binance", "BTC/USDT")
+    keeper.on_msg(spot("update", 101, 105, [("99", "1")]))
+    with pytest.raises(BookError, match=f"{field} '7' is not an integer"):
+        keeper.on_msg(spot("update", 106, 110, [("98", "1")])._replace(**{field: "7"}))
+    keeper.on_msg(spot("update", 106, 110, [("97", "1")]))
+    out = keeper.on_msg(spot("snapshot", None, 100, [("96", "1")]))
+    assert events(out) == []
+    assert full_state(keeper)[0] == [("99", "1"), ("97", "1"), ("96", "1")]
+    assert keeper.last_id == 110
+
+
 # ---- OrderBook ----
 
 

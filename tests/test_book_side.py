@@ -190,13 +190,29 @@ def test_equal_values_are_one_level_and_keep_the_latest_text() -> None:
     assert len(side) == 0
 
 
-@pytest.mark.parametrize("price", ["NaN", "inf", "-Infinity", "1e400"])
-def test_non_finite_prices_are_refused(price: str) -> None:
+@pytest.mark.parametrize("price", ["NaN", "inf", "-Infinity", "1e400", "-5", "-0.1"])
+def test_non_finite_or_negative_prices_are_refused(price: str) -> None:
     side = BookSide(descending=True)
-    with pytest.raises(ValueError, match="not a finite number"):
+    with pytest.raises(ValueError, match="not a finite, non-negative number"):
         side.update([(price, "1")])
-    with pytest.raises(ValueError, match="not a finite number"):
+    with pytest.raises(ValueError, match="not a finite, non-negative number"):
         side.replace([(price, "1")])
+
+
+@pytest.mark.parametrize(
+    "level", [("-5", "1"), ("NaN", "1"), ("1", ""), ("1", "."), ("1", "-1"), ("1", "NaN")]
+)
+def test_order_book_refuses_bad_levels_on_every_path(
+    level: Level, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for native in ("1", "0"):
+        monkeypatch.setenv("CANDLEWAX_NATIVE_BOOK", native)
+        book = OrderBook()
+        book.replace([("1.5", "1")], [])
+        with pytest.raises(ValueError):
+            book.apply([level], [])
+        with pytest.raises(ValueError):
+            OrderBook().replace([level], [])
 
 
 def test_a_book_pickles_to_its_exact_levels_and_back() -> None:

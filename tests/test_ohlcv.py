@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pickle
 import random
+from decimal import Decimal
 from itertools import pairwise
 from typing import Any
 
@@ -354,3 +355,65 @@ def test_interval_lists() -> None:
         parse_intervals(["1m", "60s"])
     with pytest.raises(ValueError, match="no bar intervals"):
         parse_intervals([])
+
+
+# Values a venue parser might let through that no window can hold exactly: each must cost
+# its own trade (a dead letter) and nothing else.
+UNUSABLE = [
+    {"price": "1e400"},
+    {"size": "1e400"},
+    {"price": "1" + "0" * 30},  # 1e30: above the exact range
+    {"size": "0." + "0" * 30 + "1"},  # below it
+    {"price": "NaN"},
+    {"price": "Infinity"},
+    {"size": "-0.5"},
+    {"price": ""},
+    {"price": " 61837.63"},
+    {"price": 61837.63},
+    {"ts_exchange": 10**19},  # past year 9999: no wake-up time could hold its window
+    {"trade_id": 3735683259},
+]
+
+
+@pytest.mark.parametrize("options", [{}, {"partial_every_us": SEC, "fill_empty": True}])
+def test_one_unusable_trade_costs_only_itself(options: dict[str, Any]) -> None:
+    trades = btcusdt_trades()[:2500]  # 30 busy seconds: 30 one-second bars, 2 minutes
+    clean = run(builder(**options), trades)
+    assert len(finals(clean, "1s")) >= 30
+    poisoned: list[Record] = []
+    for i, trade in enumerate(trades):
+        poisoned.append(trade)
+        if i % 200 == 100:  # mid-window, where the old code took its whole window down
+            poisoned.append({**trade, "trade_id": "bad", **UNUSABLE[(i // 200) % len(UNUSABLE)]})
+    bars = builder(**options)
+    out = [r for call in run(bars, poisoned) for r in call]
+    dead = [r for r in out if r["type"] == "dead_letter"]
+    assert len(dead) == len(poisoned) - len(trades) == bars.malformed == len(UNUSABLE)
+    assert all(d["reason"].startswith("ohlcv: malformed trade for BTC/USDT") for d in dead)
+    for label in LENGTH:
+        assert finals([out], label) == finals(clean, label)
+    assert not [r for r in out if r["type"] not in ("bar", "dead_letter")]
+    for rec in out:
+        validate_record(rec)
+
+
+def test_a_window_that_cannot_render_is_dropped_alone() -> None:
+    # A window restored from an older version's state may hold a value the bars cannot
+    # render (a 1e400 price once crashed the run): its close is one dead letter, and the
+    # windows after it still close.
+    trades = btcusdt_trades()[:2500]
+    bars = builder()
+    first = bars.on_trades(trades[:1000], 0)
+    interval = bars._intervals[0]  # 1s
+    start = max(interval.windows)
+    interval.windows[start].quote = Decimal("1e400")
+    out = first + bars.on_trades(trades[1000:], 0) + bars.flush()
+    (dead,) = [r for r in out if r["type"] == "dead_letter"]
+    validate_record(dead)
+    assert f"bar 1s {start} of BTC/USDT cannot be rendered" in dead["reason"]
+    whole = run(builder(), trades)
+    for label in LENGTH:
+        expected = finals(whole, label)
+        if label == "1s":
+            del expected[start]
+        assert finals([out], label) == expected

@@ -1,53 +1,77 @@
-"""A replay stopped half way and resumed from Bytewax recovery gives the direct run's bars."""
+"""Bytewax recovery: the end of a finite input closes the bar windows as without recovery;
+a run stopped early leaves them open, and the resumed run gives the direct run's bars."""
 
 from __future__ import annotations
 
-import gzip
 from pathlib import Path
 
+import pytest
+import user_ops
 from flow_helpers import BTC_SPOT, outputs
 
 from candlewax.config import parse_config
 from flows.runner import run_pipeline
 
 
-def run(capture: Path, out: Path, recovery: Path | None) -> dict[str, list[dict]]:
+def run(out: Path, recovery: Path | None, stop_at: str | None = None) -> dict[str, list[dict]]:
     data: dict = {
-        "sources": [{"venue": "binance", "mode": "replay", "capture": str(capture)}],
-        "operators": {"ohlcv": {"intervals": ["1s", "1m"]}, "book": {"emit_interval_ms": 1000}},
+        "sources": [{"venue": "binance", "mode": "replay", "capture": str(BTC_SPOT)}],
+        "operators": {
+            "ohlcv": {"intervals": ["1s", "1m"]},
+            "book": {"emit_interval_ms": 1000},
+            # The same flow in every run (recovery keys state by step); it only acts
+            # while STOP_AT is set.
+            "user": [{"path": "user_ops:stop_at", "channels": ["trades"]}],
+        },
         "sinks": [{"type": "jsonl", "path": str(out)}],
     }
     if recovery is not None:
         data["recovery"] = {"dir": str(recovery), "snapshot_interval_s": 1}
-    run_pipeline(parse_config(data, env={}))
+    user_ops.STOP_AT = stop_at
+    try:
+        run_pipeline(parse_config(data, env={}))
+    finally:
+        user_ops.STOP_AT = None
     return outputs(out)
 
 
-def test_resumed_run_continues_open_windows_and_books(tmp_path: Path) -> None:
-    lines = gzip.decompress(BTC_SPOT.read_bytes()).splitlines(keepends=True)
-    half = tmp_path / "half.txt.gz"
-    half.write_bytes(gzip.compress(b"".join(lines[: len(lines) // 2])))
+def key(bar: dict) -> tuple[str, int]:
+    return (bar["interval"], bar["start"])
+
+
+@pytest.fixture(scope="module")
+def direct(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[dict]]:
+    return run(tmp_path_factory.mktemp("direct"), None)
+
+
+def test_finite_replay_with_recovery_closes_its_windows(
+    tmp_path: Path, direct: dict[str, list[dict]]
+) -> None:
     state = tmp_path / "state"
+    assert all(bar["final"] for bar in direct["bars"])
+    assert run(tmp_path / "once", state)["bars"] == direct["bars"]
+    # Run again on the finished state: the capture is done, nothing comes out twice.
+    assert run(tmp_path / "again", state)["bars"] == []
 
-    direct = run(BTC_SPOT, tmp_path / "direct", None)
-    first = run(half, tmp_path / "first", state)
-    second = run(BTC_SPOT, tmp_path / "second", state)  # resumes after the first half
 
-    def key(bar: dict) -> tuple:
-        return (bar["interval"], bar["start"])
+def test_stopped_run_resumes_to_the_direct_runs_bars(
+    tmp_path: Path, direct: dict[str, list[dict]]
+) -> None:
+    state = tmp_path / "state"
+    first = run(tmp_path / "first", state, stop_at="3735688000")  # about half way
+    second = run(tmp_path / "second", state)  # resumes after what the first one read
 
-    finals = {key(b): b for b in first["bars"] + second["bars"] if b["final"]}
     expected = {key(b): b for b in direct["bars"]}
-    # The end of a resumable run leaves its windows open (in-progress bars, not final)...
-    assert not [b for b in first["bars"] if b["final"] and key(b) not in expected]
-    # ...the resumed run closes them, and its own end again leaves the last ones open.
-    open_at_end = {key(b): b for b in second["bars"] if not b["final"]}
-    assert open_at_end
-    for k, bar in expected.items():
-        if k in open_at_end:
-            assert open_at_end[k] == {**bar, "final": False}
-        else:
-            assert finals[k] == bar
+    # The stopped run leaves its windows open (in-progress bars, not final)...
+    open_at_stop = [b for b in first["bars"] if not b["final"]]
+    assert open_at_stop and len(first["bars"]) < len(expected)
+    for bar in open_at_stop:
+        assert key(bar) in expected
+    # ...the resumed run continues them, and the end of the capture closes everything.
+    assert all(bar["final"] for bar in second["bars"])
+    finals = [key(b) for b in first["bars"] + second["bars"] if b["final"]]
+    assert len(finals) == len(set(finals)) == len(expected)
+    assert {key(b): b for b in first["bars"] + second["bars"] if b["final"]} == expected
     assert not first["late"] and not second["late"]
     # Books go on after the resume (the emit clock was not pushed to the far future).
     assert [r for r in second["book"] if r["type"] == "book"]

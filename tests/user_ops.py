@@ -28,3 +28,25 @@ def unencodable(record: dict[str, Any]) -> dict[str, Any]:
     if record["trade_id"] == "3735683259":
         return {**record, "price": {1, 2}}  # a set: no sink can encode it
     return record
+
+
+# test_recovery_resume.py: the trade id at which `stop_at` asks the run to stop (Ctrl-C).
+STOP_AT: str | None = None
+
+
+def stop_at(record: dict[str, Any]) -> dict[str, Any]:
+    if record["trade_id"] == STOP_AT:
+        from flows import inputs
+
+        inputs.STOP.set()
+    return record
+
+
+POISONED = ("3735683300", "3735693013")  # early, and in the last window (closed at the end)
+
+
+def poison_prices(record: dict[str, Any]) -> dict[str, Any]:
+    """A price no parser should let through; the flow must survive it (test_stateful_guards)."""
+    if record["trade_id"] in POISONED:
+        return {**record, "price": "1e400"}
+    return record

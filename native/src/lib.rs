@@ -20,13 +20,10 @@ const FRAC_DIGITS: u32 = 18;
 const MAX_INT_DIGITS: usize = 20;
 
 /// The exact fixed-point key of plain decimal text, or None when the text is not
-/// of the form `-?[0-9]+(\.[0-9]+)?` within the fixed-point range.
+/// of the form `[0-9]+(\.[0-9]+)?` within the fixed-point range.
 fn price_key(text: &str) -> Option<i128> {
-    let bytes = text.as_bytes();
-    let (negative, digits) = match bytes.first() {
-        Some(b'-') => (true, &bytes[1..]),
-        _ => (false, bytes),
-    };
+    // Prices are never negative; "-..." goes to the Python side, which refuses it.
+    let digits = text.as_bytes();
     let (int_part, frac_part) = match digits.iter().position(|&b| b == b'.') {
         Some(dot) => (&digits[..dot], &digits[dot + 1..]),
         None => (digits, &digits[digits.len()..]),
@@ -55,7 +52,7 @@ fn price_key(text: &str) -> Option<i128> {
         value = value * 10 + i128::from(b - b'0');
     }
     value *= 10i128.pow(FRAC_DIGITS - frac_trimmed.len() as u32);
-    Some(if negative { -value } else { value })
+    Some(value)
 }
 
 /// Whether plain decimal size text is zero in value; None when it is not plain text.
