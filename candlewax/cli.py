@@ -108,49 +108,67 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success, 2 on a user-caused error (one line on stderr: its cause and
+    fix); an unexpected exception is a bug and keeps its traceback."""
     argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else ""
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:
+        # `candlewax schema | head`: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        from candlewax.preflight import user_error
+
+        problem = user_error(exc)
+        if problem is None:
+            raise
+        if isinstance(problem, ConfigError):
+            # Already names its source (file or command) and every problem, like validate.
+            print(str(problem), file=sys.stderr)
+        else:
+            print(f"candlewax {command}: {problem}", file=sys.stderr)
+        return 2
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["simulate"]:
         # The simulator owns its flags (and --help); hand them over untouched.
         from simulator.cli import main as simulate_main
 
         return simulate_main(argv[1:])
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "validate":
-            cfg = load_config(args.file)
-            print(f"{args.file}: OK ({len(cfg.sources)} source(s), {len(cfg.sinks)} sink(s))")
-            return 0
-        if args.command == "schema":
-            from candlewax.schema import json_schema
-
-            sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode())
-            sys.stdout.write("\n")
-            return 0
-        if args.command == "run":
-            from flows.runner import run_pipeline
-
-            cfg = load_config(args.file)
-            if args.workers is not None:
-                data = cfg.model_dump()
-                data["workers"] = args.workers
-                cfg = parse_config(data, f"{args.file} (--workers)", env={})
-            run_pipeline(cfg)
-            return 0
-        if args.command == "replay":
-            from candlewax.replay_cmd import replay
-
-            return replay(args)
-        if args.command == "demo":
-            from candlewax.demo import run_demo
-
-            return run_demo(args.out, args.pace, quiet=args.quiet)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # `candlewax schema | head`: the reader left; that is not an error.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if args.command == "validate":
+        cfg = load_config(args.file)
+        print(f"{args.file}: OK ({len(cfg.sources)} source(s), {len(cfg.sinks)} sink(s))")
         return 0
+    if args.command == "schema":
+        from candlewax.schema import json_schema
+
+        sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return 0
+    if args.command == "run":
+        from candlewax.preflight import preflight
+        from flows.runner import run_pipeline
+
+        cfg = load_config(args.file)
+        if args.workers is not None:
+            data = cfg.model_dump()
+            data["workers"] = args.workers
+            cfg = parse_config(data, f"{args.file} (--workers)", env={})
+        preflight(cfg)
+        run_pipeline(cfg)
+        return 0
+    if args.command == "replay":
+        from candlewax.replay_cmd import replay
+
+        return replay(args)
+    if args.command == "demo":
+        from candlewax.demo import run_demo
+
+        return run_demo(args.out, args.pace, quiet=args.quiet)
     return 1
 
 

@@ -71,26 +71,30 @@ def _stop_when_served(sims: list[Any], timeout_s: float) -> None:
 
 
 def run_demo(out: Path, pace: str = "20x", quiet: bool = False) -> int:
+    from candlewax.preflight import writable_dir
     from flows.runner import run_pipeline
     from simulator.embedded import SimulatorThread
 
+    # Before any simulator starts: the only user-chosen input is --out.
+    writable_dir(out, "--out")
+    writable_dir(out / "parquet", "--out")
     sims = [SimulatorThread(venue, path, pace=pace) for venue, _, path in DEMO_FEEDS]
-    urls = []
-    for sim in sims:
-        sim.start()
-        urls.append((sim.ws_url, sim.rest_url))
-    data = demo_config(urls, out)
-    if quiet:
-        data["sinks"] = data["sinks"][1:]
-    cfg = parse_config(data, "demo")
-    print(f"simulators: {', '.join(url for url, _ in urls)}  pace {pace}; output -> {out}/")
-    from flows import inputs
-
-    inputs.STOP.clear()  # a previous run in this process may have left it set
-    watcher = threading.Thread(target=_stop_when_served, args=(sims, 900.0), daemon=True)
-    started = time.monotonic()
-    watcher.start()
     try:
+        urls = []
+        for sim in sims:
+            sim.start()
+            urls.append((sim.ws_url, sim.rest_url))
+        data = demo_config(urls, out)
+        if quiet:
+            data["sinks"] = data["sinks"][1:]
+        cfg = parse_config(data, "demo")
+        print(f"simulators: {', '.join(url for url, _ in urls)}  pace {pace}; output -> {out}/")
+        from flows import inputs
+
+        inputs.STOP.clear()  # a previous run in this process may have left it set
+        watcher = threading.Thread(target=_stop_when_served, args=(sims, 900.0), daemon=True)
+        started = time.monotonic()
+        watcher.start()
         run_pipeline(cfg)
     finally:
         for sim in sims:

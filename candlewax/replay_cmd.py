@@ -7,6 +7,10 @@ import time
 from typing import Any
 
 from candlewax.config import ConfigError, PipelineConfig, WebsocketSink, load_config, parse_config
+from candlewax.preflight import PreflightError, UserError, preflight
+
+# How the user named each sink type: preflight messages quote the option, not sinks[i].
+_OPTION_OF_SINK = {"jsonl": "--out", "kafka": "--kafka", "redis": "--redis", "websocket": "--ws"}
 
 
 def replay_config(args: argparse.Namespace) -> PipelineConfig:
@@ -53,12 +57,20 @@ def ws_address(text: str) -> tuple[str, int]:
 def replay(args: argparse.Namespace) -> int:
     from flows.progress import run_with_progress
 
+    if not args.capture.exists():  # before the config, which would say it in two lines
+        raise PreflightError(
+            f"capture {str(args.capture)!r} does not exist: pass a capture file or a "
+            "candlewax recording directory"
+        )
     cfg = replay_config(args)
+    labels = {f"sinks[{i}]": _OPTION_OF_SINK.get(s.type, s.type) for i, s in enumerate(cfg.sinks)}
+    preflight(cfg, {"sources[0]": "capture", **labels})
     ws = next((sink for sink in cfg.sinks if isinstance(sink, WebsocketSink)), None)
     if ws is None:
         run_with_progress(cfg, label=f"replaying {args.capture.name}")
     else:
         _replay_served(cfg, ws, args)
+    check_symbols_found(cfg.sources[0].symbols, args.capture)
     print(f"wrote {args.out}/{{trades,bars,book,status,late,dead_letter}}.jsonl")
     if getattr(args, "kafka", None):
         print(f"published to kafka {args.kafka} (market.norm.*, market.raw.{args.venue})")
@@ -90,3 +102,24 @@ def _replay_served(cfg: PipelineConfig, ws: WebsocketSink, args: argparse.Namesp
         pass
     finally:
         release(server)
+
+
+def check_symbols_found(symbols: list[str], capture: object) -> None:
+    """Every ``--symbols`` entry had frames in the capture: a name that matched nothing
+    (``BTC/USDT`` for the perpetual ``BTC/USDT:USDT``) is a mistake worth exit 2."""
+    from flows import inputs
+
+    if not symbols:
+        return
+    kept: set[str] = set()
+    held: set[str] = set()
+    for stats in inputs.replay_progress.values():
+        kept.update(stats.kept_symbols)
+        held.update(stats.kept_symbols, stats.filtered_symbols)
+    missing = [s for s in symbols if s not in kept]
+    if missing:
+        raise UserError(
+            f"--symbols {','.join(missing)}: no frame of it in {capture} (it holds "
+            f"{', '.join(sorted(held)) or 'no symbol frames'}); the outputs hold only "
+            f"{', '.join(sorted(kept)) or 'nothing'}"
+        )
