@@ -172,7 +172,11 @@ def preflight(cfg: PipelineConfig, labels: dict[str, str] | None = None) -> None
 
 def user_error(exc: BaseException) -> BaseException | None:
     """The user-caused error behind ``exc`` (itself, or a cause the engine wrapped it
-    in), None for anything else: those are bugs and keep their traceback."""
+    in), None for anything else: those are bugs and keep their traceback.
+
+    Besides our own types, an ``OSError`` naming a file counts: at run time it is the
+    file system refusing a path the user chose (a directory that went read-only, a
+    file where the recorder wants a directory), not a bug."""
     from candlewax.config import ConfigError
     from sources.replay import CaptureError
 
@@ -181,6 +185,11 @@ def user_error(exc: BaseException) -> BaseException | None:
     while current is not None and id(current) not in seen:
         if isinstance(current, UserError | ConfigError | CaptureError):
             return current
+        if isinstance(current, OSError) and current.filename is not None:
+            return UserError(
+                f"cannot use {str(current.filename)!r}: {current.strerror or current}: "
+                "check the path and its permissions"
+            )
         seen.add(id(current))
         current = current.__cause__ or current.__context__
     return None

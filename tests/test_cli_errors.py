@@ -279,3 +279,38 @@ def test_user_error_is_found_behind_the_engine_wrapper() -> None:
     assert user_error(RuntimeError("bug")) is None
     assert isinstance(user_error(PreflightError("x")), PreflightError)
     assert isinstance(user_error(ConfigError("x")), ConfigError)
+
+
+# ---- what can only fail inside the running engine ----
+
+
+def test_run_time_file_system_error_ends_in_one_line(tmp_path: Path) -> None:
+    """The recorder makes <dir>/<venue>/<symbol>/ as frames arrive; a file named like
+    the venue is only met then. The engine prints its panic note (Rust, not ours) and
+    re-raises; the CLI ends with one line naming the path, not a traceback."""
+    recording = tmp_path / "rec"
+    recording.mkdir()
+    (recording / "binance").write_text("a file where a directory goes\n")
+    config = write_yaml(tmp_path / "p.yaml", f"  - {{type: recorder, path: {recording}}}\n")
+    proc = cli("run", config, cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    assert "Traceback" not in proc.stderr
+    last = proc.stderr.splitlines()[-1]
+    assert last.startswith("candlewax run: cannot use ")
+    assert "binance/BTC_USDT" in last and "Not a directory" in last
+
+
+def test_capture_error_inside_the_engine_ends_in_one_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Without the preflight the capture is first opened by the engine's source
+    partition; the CLI still finds the CaptureError behind the engine's error."""
+    import candlewax.replay_cmd
+
+    monkeypatch.setattr(candlewax.replay_cmd, "preflight", lambda *args: None)
+    capture = _text_junk(tmp_path / "junk.txt")
+    assert main([str(a) for a in replay_args(capture, "binance", tmp_path / "out")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.splitlines()[-1].startswith("candlewax replay: ")
+    assert "unknown capture format" in err.splitlines()[-1]
