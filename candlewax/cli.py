@@ -125,11 +125,19 @@ def main(argv: list[str] | None = None) -> int:
         if problem is None:
             raise
         if isinstance(problem, ConfigError):
-            # Already names its source (file or command) and every problem, like validate.
-            print(str(problem), file=sys.stderr)
+            # Names its source (file or command) and every problem, like validate does.
+            print(_config_error_text(problem), file=sys.stderr)
         else:
             print(f"candlewax {command}: {problem}", file=sys.stderr)
         return 2
+
+
+def _config_error_text(exc: ConfigError) -> str:
+    """A config error with one problem on one line; several stay one per line."""
+    lines = str(exc).splitlines()
+    if len(lines) == 2 and lines[1].startswith("  "):
+        return f"{lines[0]}: {lines[1].strip()}"
+    return str(exc)
 
 
 def _dispatch(argv: list[str]) -> int:

@@ -71,11 +71,16 @@ def _stop_when_served(sims: list[Any], timeout_s: float) -> None:
 
 
 def run_demo(out: Path, pace: str = "20x", quiet: bool = False) -> int:
-    from candlewax.preflight import writable_dir
+    from candlewax.preflight import PreflightError, writable_dir
     from flows.runner import run_pipeline
     from simulator.embedded import SimulatorThread
+    from sources.replay import parse_pace
 
-    # Before any simulator starts: the only user-chosen input is --out.
+    # Before any simulator starts: the user chose only --out and --pace.
+    try:
+        parse_pace(pace)
+    except ValueError as exc:
+        raise PreflightError(f"--pace: {exc}") from None
     writable_dir(out, "--out")
     writable_dir(out / "parquet", "--out")
     sims = [SimulatorThread(venue, path, pace=pace) for venue, _, path in DEMO_FEEDS]

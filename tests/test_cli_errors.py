@@ -207,6 +207,16 @@ def test_demo_out_inside_a_file(tmp_path: Path, a_file: Path) -> None:
     assert_one_line_error(proc, "candlewax demo:", "--out", "not a directory")
 
 
+def test_demo_bad_pace(tmp_path: Path) -> None:
+    proc = cli("demo", "--out", tmp_path / "demo", "--pace", "7q", cwd=tmp_path)
+    assert_one_line_error(proc, "candlewax demo: --pace", "'7q'")
+
+
+def test_a_config_error_with_one_problem_is_one_line(tmp_path: Path) -> None:
+    proc = cli(*replay_args(OKX_V5, "nope", tmp_path / "out"), cwd=tmp_path)
+    assert_one_line_error(proc, "sources[0].venue: unknown venue 'nope'", "supported: binance")
+
+
 # ---- ports in use ----
 
 
