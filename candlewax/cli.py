@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--symbols",
         default="",
-        help="unified symbols, comma separated (default: whatever the capture contains)",
+        help="replay only these unified symbols, comma separated, e.g. SUSHI/USDT:USDT "
+        "(default: every symbol of the capture)",
     )
     rep.add_argument("--config", type=Path, help="YAML whose operators section to use")
     rep.add_argument("--pace", default="max", help="max, recorded or <N>x")

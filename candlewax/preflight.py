@@ -6,10 +6,17 @@ surfaces as a Rust panic plus a chained Python traceback. ``preflight(cfg)``
 finds them first and raises ``PreflightError`` with one line naming the cause
 and the fix; ``candlewax.cli`` prints that line and exits 2.
 
-Checks are plain functions in two tables, keyed by source ``mode`` and sink
-``type``: a check takes the item's config, the whole pipeline config and the
-item's field path (``sinks[1]``) and raises ``PreflightError``. Another check
-(e.g. "Kafka broker reachable") is one more function in a table.
+Checks are plain functions in two tables, ``SOURCE_CHECKS`` keyed by source
+``mode`` and ``SINK_CHECKS`` keyed by sink ``type``: a check takes the item's
+config, the whole pipeline config and a label naming the item for the user
+(``sinks[1] (kafka)``, or ``--kafka`` for ``candlewax replay``) and raises
+``PreflightError(f"{label}: <cause>: <fix>")``. Another check (e.g. "Kafka
+broker reachable") is one more entry: ``SINK_CHECKS["kafka"] = [check_brokers]``,
+``SOURCE_CHECKS["kafka"] = [...]``.
+
+``user_error`` is the one place that decides what is the user's doing (our
+error types, and an ``OSError`` naming a file) and what is a bug (anything
+else: it keeps its traceback).
 """
 
 from __future__ import annotations
