@@ -198,5 +198,7 @@ def user_error(exc: BaseException) -> BaseException | None:
                 "check the path and its permissions"
             )
         seen.add(id(current))
-        current = current.__cause__ or current.__context__
+        # Only explicit causes (the engine raises its error ``from`` ours): an error
+        # merely raised while another was being handled is no proof of either.
+        current = current.__cause__
     return None

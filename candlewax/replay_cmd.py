@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from candlewax.config import ConfigError, PipelineConfig, WebsocketSink, load_config, parse_config
@@ -104,7 +105,7 @@ def _replay_served(cfg: PipelineConfig, ws: WebsocketSink, args: argparse.Namesp
         release(server)
 
 
-def check_symbols_found(symbols: list[str], capture: object) -> None:
+def check_symbols_found(symbols: list[str], capture: Path) -> None:
     """Every ``--symbols`` entry had frames in the capture: a name that matched nothing
     (``BTC/USDT`` for the perpetual ``BTC/USDT:USDT``) is a mistake worth exit 2."""
     from flows import inputs
@@ -119,7 +120,7 @@ def check_symbols_found(symbols: list[str], capture: object) -> None:
     missing = [s for s in symbols if s not in kept]
     if missing:
         raise UserError(
-            f"--symbols {','.join(missing)}: no frame of it in {capture} (it holds "
-            f"{', '.join(sorted(held)) or 'no symbol frames'}); the outputs hold only "
-            f"{', '.join(sorted(kept)) or 'nothing'}"
+            f"--symbols {','.join(missing)}: not in {capture} (it holds "
+            f"{', '.join(sorted(held)) or 'no symbol'}); use those names; outputs were "
+            f"written for {', '.join(sorted(kept)) or 'no symbol'}"
         )

@@ -536,7 +536,7 @@ def test_replay_command_rejects_a_symbol_the_capture_lacks(
     args = ["replay", str(USDM), "--venue", "binance-usdm", "--out", str(tmp_path)]
     assert main([*args, "--symbols", f"BTC/USDT:USDT,{SUSHI}"]) == 2
     error = capsys.readouterr().err.splitlines()[-1]
-    assert error.startswith("candlewax replay: --symbols BTC/USDT:USDT: no frame of it in")
+    assert error.startswith("candlewax replay: --symbols BTC/USDT:USDT: not in")
     assert "AKRO/USDT:USDT, CTK/USDT:USDT, KEEP/USDT:USDT, SUSHI/USDT:USDT" in error
 
 
