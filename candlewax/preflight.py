@@ -92,6 +92,18 @@ def _directory_sink(sink: Any, cfg: PipelineConfig, label: str) -> None:
     writable_dir(sink.path, label)
 
 
+def _recorder(sink: Any, cfg: PipelineConfig, label: str) -> None:
+    """Also the ``<dir>/<venue>/<symbol>/`` directories known before the run."""
+    from sinks.recorder import safe_name
+
+    writable_dir(sink.path, label)
+    for src in cfg.sources:
+        venue_dir = sink.path / safe_name(src.venue)
+        for directory in [venue_dir] + [venue_dir / safe_name(s) for s in src.symbols]:
+            if directory.exists() and not directory.is_dir():
+                writable_dir(directory, label)  # raises: names the file in the way
+
+
 def _websocket(sink: Any, cfg: PipelineConfig, label: str) -> None:
     # Runs before the server starts (``candlewax replay --ws`` starts it before the flow).
     ports = [sink.port] + ([sink.http_port] if sink.http_port else [])
@@ -152,7 +164,7 @@ SOURCE_CHECKS: dict[str, list[SourceCheck]] = {"replay": [_replay]}
 SINK_CHECKS: dict[str, list[SinkCheck]] = {
     "jsonl": [_jsonl],
     "parquet": [_directory_sink],
-    "recorder": [_directory_sink],
+    "recorder": [_recorder],
     "websocket": [_websocket],
 }
 

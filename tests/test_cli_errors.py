@@ -294,20 +294,29 @@ def test_user_error_is_found_behind_the_engine_wrapper() -> None:
 # ---- what can only fail inside the running engine ----
 
 
-def test_run_time_file_system_error_ends_in_one_line(tmp_path: Path) -> None:
-    """The recorder makes <dir>/<venue>/<symbol>/ as frames arrive; a file named like
-    the venue is only met then. The engine prints its panic note (Rust, not ours) and
-    re-raises; the CLI ends with one line naming the path, not a traceback."""
+def test_recorder_venue_directory_is_a_file(tmp_path: Path) -> None:
     recording = tmp_path / "rec"
     recording.mkdir()
     (recording / "binance").write_text("a file where a directory goes\n")
+    config = write_yaml(tmp_path / "p.yaml", f"  - {{type: recorder, path: {recording}}}\n")
+    assert_one_line_error(cli("run", config, cwd=tmp_path), "sinks[0] (recorder)", "rec/binance")
+
+
+def test_run_time_file_system_error_ends_in_one_line(tmp_path: Path) -> None:
+    """The recorder makes <dir>/<venue>/<symbol>/ as frames arrive; with no symbols
+    configured, a file named like a symbol's directory is only met then. The engine
+    prints its panic note (Rust, not ours) and re-raises; the CLI ends with one line
+    naming the path, not a traceback."""
+    recording = tmp_path / "rec"
+    (recording / "binance").mkdir(parents=True)
+    (recording / "binance" / "BTC_USDT").write_text("a file where a directory goes\n")
     config = write_yaml(tmp_path / "p.yaml", f"  - {{type: recorder, path: {recording}}}\n")
     proc = cli("run", config, cwd=tmp_path)
     assert proc.returncode == 2, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     last = proc.stderr.splitlines()[-1]
     assert last.startswith("candlewax run: cannot use ")
-    assert "binance/BTC_USDT" in last and "Not a directory" in last
+    assert "binance/BTC_USDT': File exists" in last
 
 
 def test_capture_error_inside_the_engine_ends_in_one_line(tmp_path: Path) -> None:
