@@ -62,7 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     rep.add_argument(
         "--symbols",
         default="",
-        help="unified symbols, comma separated (default: whatever the capture contains)",
+        help="replay only these unified symbols, comma separated, e.g. SUSHI/USDT:USDT "
+        "(default: every symbol of the capture)",
     )
     rep.add_argument("--config", type=Path, help="YAML whose operators section to use")
     rep.add_argument("--pace", default="max", help="max, recorded or <N>x")
@@ -108,49 +109,75 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    """Exit 0 on success, 2 on a user-caused error (one line on stderr: its cause and
+    fix); an unexpected exception is a bug and keeps its traceback."""
     argv = sys.argv[1:] if argv is None else argv
+    command = argv[0] if argv else ""
+    try:
+        return _dispatch(argv)
+    except BrokenPipeError:
+        # `candlewax schema | head`: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+    except Exception as exc:
+        from candlewax.preflight import user_error
+
+        problem = user_error(exc)
+        if problem is None:
+            raise
+        if isinstance(problem, ConfigError):
+            # Names its source (file or command) and every problem, like validate does.
+            print(_config_error_text(problem), file=sys.stderr)
+        else:
+            print(f"candlewax {command}: {problem}", file=sys.stderr)
+        return 2
+
+
+def _config_error_text(exc: ConfigError) -> str:
+    """A config error with one problem on one line; several stay one per line."""
+    lines = str(exc).splitlines()
+    if len(lines) == 2 and lines[1].startswith("  "):
+        return f"{lines[0]}: {lines[1].strip()}"
+    return str(exc)
+
+
+def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["simulate"]:
         # The simulator owns its flags (and --help); hand them over untouched.
         from simulator.cli import main as simulate_main
 
         return simulate_main(argv[1:])
     args = _parser().parse_args(argv)
-    try:
-        if args.command == "validate":
-            cfg = load_config(args.file)
-            print(f"{args.file}: OK ({len(cfg.sources)} source(s), {len(cfg.sinks)} sink(s))")
-            return 0
-        if args.command == "schema":
-            from candlewax.schema import json_schema
-
-            sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode())
-            sys.stdout.write("\n")
-            return 0
-        if args.command == "run":
-            from flows.runner import run_pipeline
-
-            cfg = load_config(args.file)
-            if args.workers is not None:
-                data = cfg.model_dump()
-                data["workers"] = args.workers
-                cfg = parse_config(data, f"{args.file} (--workers)", env={})
-            run_pipeline(cfg)
-            return 0
-        if args.command == "replay":
-            from candlewax.replay_cmd import replay
-
-            return replay(args)
-        if args.command == "demo":
-            from candlewax.demo import run_demo
-
-            return run_demo(args.out, args.pace, quiet=args.quiet)
-    except ConfigError as exc:
-        print(str(exc), file=sys.stderr)
-        return 2
-    except BrokenPipeError:
-        # `candlewax schema | head`: the reader left; that is not an error.
-        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+    if args.command == "validate":
+        cfg = load_config(args.file)
+        print(f"{args.file}: OK ({len(cfg.sources)} source(s), {len(cfg.sinks)} sink(s))")
         return 0
+    if args.command == "schema":
+        from candlewax.schema import json_schema
+
+        sys.stdout.write(orjson.dumps(json_schema(), option=orjson.OPT_INDENT_2).decode())
+        sys.stdout.write("\n")
+        return 0
+    if args.command == "run":
+        from candlewax.preflight import preflight
+        from flows.runner import run_pipeline
+
+        cfg = load_config(args.file)
+        if args.workers is not None:
+            data = cfg.model_dump()
+            data["workers"] = args.workers
+            cfg = parse_config(data, f"{args.file} (--workers)", env={})
+        preflight(cfg)
+        run_pipeline(cfg)
+        return 0
+    if args.command == "replay":
+        from candlewax.replay_cmd import replay
+
+        return replay(args)
+    if args.command == "demo":
+        from candlewax.demo import run_demo
+
+        return run_demo(args.out, args.pace, quiet=args.quiet)
     return 1
 
 

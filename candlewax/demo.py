@@ -73,26 +73,35 @@ def _stop_when_served(sims: list[Any], timeout_s: float) -> None:
 
 
 def run_demo(out: Path, pace: str = "20x", quiet: bool = False) -> int:
+    from candlewax.preflight import PreflightError, writable_dir
     from flows.runner import run_pipeline
     from simulator.embedded import SimulatorThread
+    from sources.replay import parse_pace
 
-    sims = [SimulatorThread(venue, path, pace=pace) for venue, _, path in DEMO_FEEDS]
-    urls = []
-    for sim in sims:
-        sim.start()
-        urls.append((sim.ws_url, sim.rest_url))
-    data = demo_config(urls, out)
-    if quiet:
-        data["sinks"] = data["sinks"][1:]
-    cfg = parse_config(data, "demo")
-    print(f"simulators: {', '.join(url for url, _ in urls)}  pace {pace}; output -> {out}/")
-    from flows import inputs
-
-    inputs.STOP.clear()  # a previous run in this process may have left it set
-    watcher = threading.Thread(target=_stop_when_served, args=(sims, 900.0), daemon=True)
-    started = time.monotonic()
-    watcher.start()
+    # Before any simulator starts: the user chose only --out and --pace.
     try:
+        parse_pace(pace)
+    except ValueError as exc:
+        raise PreflightError(f"--pace: {exc}") from None
+    writable_dir(out, "--out")
+    writable_dir(out / "parquet", "--out")
+    sims = [SimulatorThread(venue, path, pace=pace) for venue, _, path in DEMO_FEEDS]
+    try:
+        urls = []
+        for sim in sims:
+            sim.start()
+            urls.append((sim.ws_url, sim.rest_url))
+        data = demo_config(urls, out)
+        if quiet:
+            data["sinks"] = data["sinks"][1:]
+        cfg = parse_config(data, "demo")
+        print(f"simulators: {', '.join(url for url, _ in urls)}  pace {pace}; output -> {out}/")
+        from flows import inputs
+
+        inputs.STOP.clear()  # a previous run in this process may have left it set
+        watcher = threading.Thread(target=_stop_when_served, args=(sims, 900.0), daemon=True)
+        started = time.monotonic()
+        watcher.start()
         run_pipeline(cfg)
     finally:
         for sim in sims:

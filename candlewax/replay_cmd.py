@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 from typing import Any
 
 from candlewax.config import ConfigError, PipelineConfig, WebsocketSink, load_config, parse_config
+from candlewax.preflight import PreflightError, UserError, preflight
+
+# How the user named each sink type: preflight messages quote the option, not sinks[i].
+_OPTION_OF_SINK = {"jsonl": "--out", "kafka": "--kafka", "redis": "--redis", "websocket": "--ws"}
 
 
 def replay_config(args: argparse.Namespace) -> PipelineConfig:
@@ -53,12 +58,20 @@ def ws_address(text: str) -> tuple[str, int]:
 def replay(args: argparse.Namespace) -> int:
     from flows.progress import run_with_progress
 
+    if not args.capture.exists():  # before the config, which would say it in two lines
+        raise PreflightError(
+            f"capture {str(args.capture)!r} does not exist: pass a capture file or a "
+            "candlewax recording directory"
+        )
     cfg = replay_config(args)
+    labels = {f"sinks[{i}]": _OPTION_OF_SINK.get(s.type, s.type) for i, s in enumerate(cfg.sinks)}
+    preflight(cfg, {"sources[0]": "capture", **labels})
     ws = next((sink for sink in cfg.sinks if isinstance(sink, WebsocketSink)), None)
     if ws is None:
         run_with_progress(cfg, label=f"replaying {args.capture.name}")
     else:
         _replay_served(cfg, ws, args)
+    check_symbols_found(cfg.sources[0].symbols, args.capture)
     print(f"wrote {args.out}/{{trades,bars,book,status,late,dead_letter}}.jsonl")
     if getattr(args, "kafka", None):
         print(f"published to kafka {args.kafka} (market.norm.*, market.raw.{args.venue})")
@@ -90,3 +103,24 @@ def _replay_served(cfg: PipelineConfig, ws: WebsocketSink, args: argparse.Namesp
         pass
     finally:
         release(server)
+
+
+def check_symbols_found(symbols: list[str], capture: Path) -> None:
+    """Every ``--symbols`` entry had frames in the capture: a name that matched nothing
+    (``BTC/USDT`` for the perpetual ``BTC/USDT:USDT``) is a mistake worth exit 2."""
+    from flows import inputs
+
+    if not symbols:
+        return
+    kept: set[str] = set()
+    held: set[str] = set()
+    for stats in inputs.replay_progress.values():
+        kept.update(stats.kept_symbols)
+        held.update(stats.kept_symbols, stats.filtered_symbols)
+    missing = [s for s in symbols if s not in kept]
+    if missing:
+        raise UserError(
+            f"--symbols {','.join(missing)}: not in {capture} (it holds "
+            f"{', '.join(sorted(held)) or 'no symbol'}); use those names; outputs were "
+            f"written for {', '.join(sorted(kept)) or 'no symbol'}"
+        )

@@ -67,7 +67,7 @@ class _ReplayPartition(StatefulSourcePartition[Item, int]):
         self.venue = src.venue
         self.stats = ReplayStats()
         replay_progress[key] = self.stats
-        self._items = iter_capture(src.capture, src.venue, stats=self.stats)
+        self._items = iter_capture(src.capture, src.venue, stats=self.stats, symbols=src.symbols)
         self._pacer = Pacer(src.pace)
         self._pos = 0
         self._pending: RawFrame | None = None

@@ -14,6 +14,10 @@ from typing import IO
 from sinks.base import Record, check_channels, group_lines
 
 
+def channel_path(directory: Path, channel: str) -> Path:
+    return directory / f"{channel}.jsonl"
+
+
 class JsonlSink:
     def __init__(
         self,
@@ -32,7 +36,7 @@ class JsonlSink:
         }
 
     def path(self, channel: str) -> Path:
-        return self.directory / f"{channel}.jsonl"
+        return channel_path(self.directory, channel)
 
     def write_batch(self, records: list[Record]) -> None:
         if not self._files and self.channels:

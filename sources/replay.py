@@ -7,7 +7,10 @@ a candlewax recording (all ``*.ndjson[.gz]`` under ``<dir>/<venue>/`` or
 ``<dir>``, merged by ts_ingest). Malformed lines never raise: they are counted
 in ``ReplayStats`` and handed to the caller as ``MalformedLine`` items
 (``iter_capture``) or through a callback (``read_capture``), so the caller can
-turn them into dead letters. See docs/captures.md.
+turn them into dead letters. A file whose first lines are all unreadable (random
+bytes, a broken gzip) or of no known format is a ``CaptureError`` before any
+frame is read. ``symbols`` keeps only the frames of those unified symbols (and
+frames that belong to no symbol: acks, pongs). See docs/captures.md.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ import re
 import time
 import zlib
 from collections import Counter
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
@@ -47,21 +50,26 @@ class MalformedLine(NamedTuple):
 
 @dataclass
 class ReplayStats:
-    """Counters of one replay; ``lines == frames + skipped + malformed``."""
+    """Counters of one replay; ``lines == frames + filtered + skipped + malformed``."""
 
     lines: int = 0
     frames: int = 0  # RawFrames yielded, snapshots included
     snapshots: int = 0
     skipped: int = 0  # well-formed lines with no received frame
     malformed: int = 0
+    filtered: int = 0  # frames of symbols not asked for (``symbols=``), never yielded
     skipped_kinds: Counter[str] = field(default_factory=Counter)
     examples: list[MalformedLine] = field(default_factory=list)  # first MAX_EXAMPLES
+    # With a symbol filter: frames yielded / dropped per unified symbol.
+    kept_symbols: Counter[str] = field(default_factory=Counter)
+    filtered_symbols: Counter[str] = field(default_factory=Counter)
 
     def summary(self) -> str:
         kinds = ", ".join(f"{k} {n}" for k, n in sorted(self.skipped_kinds.items()))
+        filtered = f"{self.filtered} filtered out (other symbols), " if self.filtered else ""
         return (
             f"{self.lines} lines: {self.frames} frames ({self.snapshots} snapshots), "
-            f"{self.skipped} skipped ({kinds or '-'}), {self.malformed} malformed"
+            f"{filtered}{self.skipped} skipped ({kinds or '-'}), {self.malformed} malformed"
         )
 
     def _malformed(self, bad: MalformedLine) -> None:
@@ -102,26 +110,45 @@ def _lines(path: Path) -> Generator[tuple[int, str] | MalformedLine, None, None]
 def detect_format(path: str | Path) -> str | None:
     """Container format of a capture file from its first non-blank lines.
 
-    None for a file with no content. Raises CaptureError if unrecognized."""
+    None for a file with no content. Raises CaptureError if unrecognized, or if the
+    first lines are unreadable (binary data, a broken gzip): not a capture at all."""
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise CaptureError(f"capture file {str(path)!r} does not exist")
+    if not path.is_file():
+        raise CaptureError(f"capture {str(path)!r} is not a file or recording directory")
+    unreadable: list[MalformedLine] = []
+    head: list[str] = []
     with contextlib.closing(_lines(path)) as lines:
-        content = (i[1] for i in lines if not isinstance(i, MalformedLine) and i[1].strip())
-        head = list(itertools.islice(content, _SNIFF_LINES))
+        for item in lines:
+            if isinstance(item, MalformedLine):
+                unreadable.append(item)
+            elif item[1].strip():
+                head.append(item[1])
+            if len(head) + len(unreadable) >= _SNIFF_LINES:
+                break
     for line in head:
         fmt = sniff_format(line)
         if fmt is not None:
             return fmt
+    if unreadable:
+        raise CaptureError(
+            f"{str(path)!r} is not a capture: {unreadable[0].reason} "
+            f"(line {unreadable[0].line_no}); see docs/captures.md for the formats read"
+        )
     if not head:
         return None
     raise CaptureError(
         f"{str(path)!r}: unknown capture format (expected hftbacktest, cryptofeed jsonl, "
-        "cryptofeed ws.txt or candlewax recorder lines)"
+        "cryptofeed ws.txt or candlewax recorder lines; see docs/captures.md)"
     )
 
 
-def _read_file(path: Path, venue: str, fmt: str | None, stats: ReplayStats) -> Iterator[Item]:
+def _read_file(
+    path: Path, venue: str, fmt: str | None, stats: ReplayStats, max_lines: int | None = None
+) -> Iterator[Item]:
+    """Items of one file; with ``max_lines``, of its first lines only (frames a parser
+    keeps for its time merge are still flushed)."""
     if fmt is None:
         for item in _lines(path):
             stats.lines += 1
@@ -134,6 +161,8 @@ def _read_file(path: Path, venue: str, fmt: str | None, stats: ReplayStats) -> I
         return
     parser = make_parser(fmt, venue, path.name)
     for item in _lines(path):
+        if max_lines is not None and stats.lines >= max_lines:
+            break
         stats.lines += 1
         if isinstance(item, MalformedLine):
             stats._malformed(item)
@@ -158,6 +187,18 @@ def _read_file(path: Path, venue: str, fmt: str | None, stats: ReplayStats) -> I
             yield _counted(parsed, stats)
     for frame in parser.finish():
         yield _counted(frame, stats)
+
+
+def head_frames(path: str | Path, venue: str, max_lines: int = 2000) -> list[RawFrame]:
+    """The frames of a capture's first ``max_lines`` lines (of a recording directory:
+    its first ``max_lines`` items), read without reading the rest of the file."""
+    path = Path(path)
+    stats = ReplayStats()
+    if path.is_dir():
+        items: Iterable[Item] = itertools.islice(iter_capture(path, venue, stats=stats), max_lines)
+    else:
+        items = _read_file(path, venue, detect_format(path), stats, max_lines)
+    return [item for item in items if isinstance(item, RawFrame)]
 
 
 def _counted(frame: RawFrame, stats: ReplayStats) -> RawFrame:
@@ -194,18 +235,27 @@ def iter_capture(
     *,
     fmt: str | None = None,
     stats: ReplayStats | None = None,
+    symbols: Collection[str] = (),
 ) -> Iterator[Item]:
     """Frames and malformed lines of a capture file or recording directory, in time order.
 
     ``fmt`` forces a format (see ``sources.capture_formats.FORMATS``). Pass a
-    ``ReplayStats`` to read the counters during or after the iteration.
+    ``ReplayStats`` to read the counters during or after the iteration. A non-empty
+    ``symbols`` (unified names) drops the frames of every other symbol.
     Raises CaptureError at once (not on first ``next``) if the capture is unusable."""
     stats = stats if stats is not None else ReplayStats()
-    path = Path(path)
+    items = _open_capture(Path(path), venue, fmt, stats)
+    return _only_symbols(items, venue, symbols, stats) if symbols else items
+
+
+def _open_capture(path: Path, venue: str, fmt: str | None, stats: ReplayStats) -> Iterator[Item]:
     if path.is_dir():
         files = recording_files(path, venue)
         if not files:
-            raise CaptureError(f"no recorder files (*.ndjson.gz) under {str(path)!r}")
+            raise CaptureError(
+                f"no recorder files (*.ndjson.gz) under directory {str(path)!r}; "
+                "pass a capture file or a candlewax recording directory"
+            )
         return _merge_files(files, venue, stats)
     if fmt is None:
         fmt = detect_format(path)
@@ -214,6 +264,30 @@ def iter_capture(
     else:
         make_parser(fmt, venue, path.name)  # validates the name eagerly
     return _read_file(path, venue, fmt, stats)
+
+
+def _only_symbols(
+    items: Iterator[Item], venue: str, symbols: Collection[str], stats: ReplayStats
+) -> Iterator[Item]:
+    """Frames of the wanted symbols, frames of no symbol (acks, symbol-less snapshots)
+    and every malformed line (its symbol is unknown: it stays a dead letter)."""
+    from sources.registry import make_parser as venue_parser
+
+    wanted = frozenset(symbols)
+    parser = venue_parser(venue, sorted(wanted))
+    for item in items:
+        if isinstance(item, RawFrame):
+            symbol = parser.symbol_of(item) if item.venue == venue else None
+            if symbol is not None:
+                if symbol not in wanted:
+                    stats.frames -= 1  # counted as read; it never leaves the reader
+                    if item.hint is not None and item.hint.startswith(SNAPSHOT_HINT):
+                        stats.snapshots -= 1
+                    stats.filtered += 1
+                    stats.filtered_symbols[symbol] += 1
+                    continue
+                stats.kept_symbols[symbol] += 1
+        yield item
 
 
 def read_capture(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import itertools
 import shutil
 from collections import Counter
 from decimal import Decimal
@@ -450,3 +451,133 @@ def test_cryptofeed_snapshot_joins_the_connection_streaming_its_depth(tmp_path: 
         (11_000_000, "B.ws.1", None),
         (12_000_000, "B.ws.1", "depth_snapshot:AAAUSDT"),
     ]
+
+
+# ---- a whole file that is not a capture ----
+
+
+def test_binary_data_is_not_a_capture(tmp_path: Path) -> None:
+    """Random bytes used to replay as 0 frames and N 'malformed lines' (exit 0)."""
+    junk = tmp_path / "junk.bin"
+    junk.write_bytes(bytes(range(128, 256)) * 100)
+    with pytest.raises(CaptureError, match="is not a capture: invalid UTF-8"):
+        iter_capture(junk, "binance")
+    broken = tmp_path / "broken.gz"
+    broken.write_bytes(b"\x1f\x8b" + bytes(range(256)))
+    with pytest.raises(CaptureError, match="is not a capture: corrupt or truncated gzip"):
+        detect_format(broken)
+
+
+# ---- --symbols (issue 7 item 5) ----
+
+SUSHI = "SUSHI/USDT:USDT"
+
+
+def test_symbols_keep_only_their_frames() -> None:
+    from sources.registry import make_parser
+
+    stats = ReplayStats()
+    items = list(iter_capture(USDM, "binance-usdm", stats=stats, symbols=[SUSHI]))
+    parser = make_parser("binance-usdm")
+    assert {parser.symbol_of(f) for f in items if isinstance(f, RawFrame)} == {SUSHI}
+    # The 4-symbol capture: 1539 frames (4 snapshots), SUSHI's share is kept.
+    assert stats.kept_symbols == {SUSHI: 623}
+    assert stats.filtered_symbols == {
+        "AKRO/USDT:USDT": 294,
+        "CTK/USDT:USDT": 401,
+        "KEEP/USDT:USDT": 221,
+    }
+    assert stats.frames == len(items) == 623
+    assert stats.snapshots == 1
+    assert stats.lines == stats.frames + stats.filtered + stats.skipped + stats.malformed == 1541
+    assert "916 filtered out (other symbols)" in stats.summary()
+
+
+def test_symbols_filter_keeps_malformed_lines_and_symbol_less_frames(tmp_path: Path) -> None:
+    """A line whose symbol cannot be known still becomes a dead letter; acks stay."""
+    lines = [
+        '1723161256000000001 {"stream":"btcusdt@trade","data":{"e":"trade","s":"BTCUSDT"}}',
+        '1723161256000000002 {"stream":"ethusdt@trade","data":{"e":"trade","s":"ETHUSDT"}}',
+        '1723161256000000003 {"result":null,"id":1}',
+        "1723161256000000004 broken",
+        "not hftbacktest at all",
+    ]
+    capture = tmp_path / "c.txt"
+    capture.write_text("\n".join(lines) + "\n")
+    items = list(iter_capture(capture, "binance", symbols=["ETH/USDT"]))
+    kept = [i.text[:40] for i in items if isinstance(i, RawFrame)]
+    assert kept == [
+        '{"stream":"ethusdt@trade","data":{"e":"t',
+        '{"result":null,"id":1}',
+        "broken",
+    ]
+    assert [i.line_no for i in items if isinstance(i, MalformedLine)] == [5]
+
+
+def test_replay_command_writes_only_the_asked_symbol(tmp_path: Path) -> None:
+    from flow_helpers import outputs
+
+    from candlewax.cli import main
+
+    args = ["replay", str(USDM), "--venue", "binance-usdm", "--out", str(tmp_path)]
+    assert main([*args, "--symbols", SUSHI, "--intervals", "1s"]) == 0
+    out = outputs(tmp_path)
+    assert out["trades"] and out["book"] and out["bars"]
+    symbols = {r.get("symbol") for records in out.values() for r in records}
+    assert symbols == {SUSHI}
+    assert out["dead_letter"] == []  # filtered frames are dropped, not dead letters
+
+
+def test_replay_command_rejects_a_symbol_the_capture_lacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from candlewax.cli import main
+
+    args = ["replay", str(USDM), "--venue", "binance-usdm", "--out", str(tmp_path)]
+    assert main([*args, "--symbols", f"BTC/USDT:USDT,{SUSHI}"]) == 2
+    error = capsys.readouterr().err.splitlines()[-1]
+    assert error.startswith("candlewax replay: --symbols BTC/USDT:USDT: not in")
+    assert "AKRO/USDT:USDT, CTK/USDT:USDT, KEEP/USDT:USDT, SUSHI/USDT:USDT" in error
+
+
+# ---- which venue a capture was recorded from (issue 7 item 9) ----
+
+
+@pytest.mark.parametrize(
+    ("capture", "venue", "recorded"),
+    [
+        (USDM, "binance", "binance-usdm"),
+        (USDM, "binance-usdm", None),
+        (BTC, "binance-usdm", "binance"),
+        (ETH, "binance", None),
+        (OKX_V5, "binance", "okx"),
+        (OKX_LEGACY, "okx", None),
+    ],
+)
+def test_venue_mismatch(capture: Path, venue: str, recorded: str | None) -> None:
+    from sources.capture_venue import venue_mismatch
+
+    found = venue_mismatch(capture, venue)
+    assert (found.recorded if found else None) == recorded
+
+
+def test_venue_mismatch_of_a_recording_directory(tmp_path: Path) -> None:
+    """A candlewax recording names the venue it was made from."""
+    from sinks.recorder import Recorder
+    from sources.capture_venue import venue_mismatch
+
+    frames = list(itertools.islice(read_capture(USDM, "binance-usdm"), 50))
+    recorder = Recorder(tmp_path)
+    recorder.write_batch([(f, None) for f in frames])
+    recorder.close()
+    mismatch = venue_mismatch(tmp_path, "binance")
+    assert mismatch is not None and mismatch.recorded == "binance-usdm"
+    assert venue_mismatch(tmp_path, "binance-usdm") is None
+
+
+def test_venue_mismatch_without_evidence_judges_nothing(tmp_path: Path) -> None:
+    capture = tmp_path / "acks.txt"
+    capture.write_text('1723161256000000001 {"result":null,"id":1}\n2 {"result":null,"id":2}\n')
+    from sources.capture_venue import venue_mismatch
+
+    assert venue_mismatch(capture, "binance-usdm") is None
