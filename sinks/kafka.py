@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Iterable, Sequence
+from functools import partial
 from typing import Any
 
 import orjson
@@ -65,6 +66,7 @@ class KafkaRecordSink:
         topics = self.topics
         produce = self.producer.hot_produce()
         failed = self.producer.produce_failed
+        report = self.producer.delivery_report
         dumps = orjson.dumps
         produced = 0
         for record in records:
@@ -84,8 +86,14 @@ class KafkaRecordSink:
                     key, value, headers = encode_record(record)
             except (TypeError, KeyError, SinkError) as exc:  # a bug upstream: keep it, as a DLQ
                 topic, key, value, headers = self._dead_letter(record, exc)
-            try:
-                produce(topic, value, key, headers=headers)
+            try:  # the callback keeps the message until it is delivered (kafka_producer.py)
+                produce(
+                    topic,
+                    value,
+                    key,
+                    headers=headers,
+                    on_delivery=partial(report, topic, value, key, headers),
+                )
             except (BufferError, KafkaException) as exc:
                 failed(topic, value, key, headers, exc)
             produced += 1
@@ -132,6 +140,7 @@ class KafkaRawSink:
         # every frame received (bench/sink_throughput.py measures it against the bare producer).
         produce = self.producer.hot_produce()
         failed = self.producer.produce_failed
+        report = self.producer.delivery_report
         routes = self._routes
         crc32 = zlib.crc32
         for frame, symbol in items:
@@ -151,10 +160,17 @@ class KafkaRawSink:
             ]
             if hint is not None:
                 headers.append((HINT_HEADER, hint))
-            try:
-                produce(route[0], value, route[1], headers=headers)
+            topic, key = route
+            try:  # the callback keeps the message until it is delivered (kafka_producer.py)
+                produce(
+                    topic,
+                    value,
+                    key,
+                    headers=headers,
+                    on_delivery=partial(report, topic, value, key, headers),
+                )
             except (BufferError, KafkaException) as exc:
-                failed(route[0], value, route[1], headers, exc)
+                failed(topic, value, key, headers, exc)
         self.producer.after_batch(len(items))
 
     def _frame_dead_letter(self, frame: RawFrame, reason: str) -> None:
