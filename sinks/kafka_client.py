@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any
-
-from confluent_kafka import Consumer, KafkaException, Producer
+from typing import TYPE_CHECKING, Any
 
 from candlewax.config import ConfigError, PipelineConfig
 from candlewax.config import KafkaSink as KafkaSinkConfig
 from sources.kafka_raw import consumer_settings, topic_of
+
+if TYPE_CHECKING:
+    from confluent_kafka import Consumer, Producer
 
 LIBRDKAFKA = logging.getLogger("candlewax.librdkafka")
 LOG_EVERY_S = 10.0
@@ -42,11 +43,13 @@ class LibrdkafkaLog:
     """confluent-kafka's ``logger``: it calls ``log(level, "%s [%s] %s", facility,
     client, text)`` from ``poll`` / ``flush`` / ``consume``."""
 
-    def __init__(self, logger: logging.Logger = LIBRDKAFKA) -> None:
-        self.logger = logger
+    def __init__(self, *, quiet: bool = False) -> None:
+        self.logger = LIBRDKAFKA
+        self.quiet = quiet  # every line at DEBUG: what went wrong is reported otherwise
         self._last: dict[tuple[int, str, str], tuple[float, int]] = {}
 
     def log(self, level: int, msg: str, *args: Any) -> None:
+        level = logging.DEBUG if self.quiet else level
         if not self.logger.isEnabledFor(level):
             return
         facility, client = (str(a) for a in args[:2]) if len(args) >= 2 else ("", "")
@@ -61,9 +64,15 @@ class LibrdkafkaLog:
         self.logger.log(level, "librdkafka: " + msg + more, *args)
 
 
-def client_config(brokers: list[str], settings: dict[str, Any] | None = None) -> dict[str, Any]:
+def client_config(
+    brokers: list[str], settings: dict[str, Any] | None = None, *, quiet: bool = False
+) -> dict[str, Any]:
     """librdkafka settings of a client of ``brokers``, its log through Python logging."""
-    return {**(settings or {}), "bootstrap.servers": ",".join(brokers), "logger": LibrdkafkaLog()}
+    return {
+        **(settings or {}),
+        "bootstrap.servers": ",".join(brokers),
+        "logger": LibrdkafkaLog(quiet=quiet),
+    }
 
 
 def check_brokers(
@@ -78,10 +87,15 @@ def check_brokers(
     """Raise KafkaUnavailable unless ``brokers`` answer a metadata request within
     ``timeout_s`` (and hold every topic of ``topics``). ``settings`` are the client's
     own (security settings included), taken by the same kind of client it will be."""
+    # Imported here: confluent-kafka takes ~0.4 s to import, and most runs have no Kafka.
+    from confluent_kafka import Consumer, KafkaException, Producer
+
+    # Quiet: its connection failures are the KafkaUnavailable raised below.
     if producer:
-        client: Producer | Consumer = Producer(client_config(brokers, settings))
+        client: Producer | Consumer = Producer(client_config(brokers, settings, quiet=True))
     else:
-        client = Consumer(client_config(brokers, {"group.id": "candlewax-check", **settings}))
+        settings = {"group.id": "candlewax-check", **settings}
+        client = Consumer(client_config(brokers, settings, quiet=True))
     where = ",".join(brokers)
     try:
         meta = client.list_topics(timeout=timeout_s)
