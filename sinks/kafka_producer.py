@@ -4,14 +4,17 @@ loses a message silently.
 - Full local queue (``BufferError``, bytewax issue #522): serve delivery reports
   with ``poll`` and retry, backing off from 1 ms to 200 ms; the flow slows down
   instead of dying.
-- Every message is produced with its own delivery callback, a ``partial`` that
-  holds the original topic, value, key and headers until librdkafka reports it
-  (``delivery_report``): a failed delivery report carries no headers, so a
-  message produced again from the report alone would lose ``msg_id``,
-  ``ts_ingest``, ``conn_id``. What is held is bounded by what is in flight:
-  librdkafka's queue (``queue.buffering.max.messages`` / ``.kbytes``; a full
-  queue makes the sink wait) plus the failed messages waiting in ``_retry``;
-  a delivered message's callback is freed when it is acknowledged.
+- A failed delivery report carries no headers, so a message produced again
+  from the report alone would lose ``msg_id``, ``ts_ingest``, ``conn_id``. The
+  messages of a sink's batch are therefore kept as produced (topic, value, key,
+  headers) in an ``InFlight``, which is also their delivery callback; a failed
+  report takes its message back from there. An ``InFlight`` lives while
+  librdkafka holds any of its messages, so what is kept is bounded by what is
+  in flight: librdkafka's queue (``queue.buffering.max.messages`` /
+  ``.kbytes``; a full queue makes the sink wait) rounded up to whole batches,
+  plus the failed messages waiting in ``_retry``. (One callback per batch, not
+  per message: a million short-lived callback objects make Python's cyclic GC
+  halve the sink's throughput, bench/sink_throughput.py.)
 - Delivery errors (reported only for failures: ``delivery.report.only.error``)
   are counted (``candlewax_sink_errors_total{sink="kafka"}``), logged, reported
   as ``status`` records (event ``error``) on the status topic, and the message is
@@ -40,7 +43,6 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
@@ -85,8 +87,39 @@ _AWAY = frozenset(
         KafkaError._ALL_BROKERS_DOWN,
     }
 )
-# A message as the sink produced it, and the number of the attempt to make.
-Pending = tuple[str, bytes | None, str | bytes | None, Headers, int]
+# A message as the sink produced it (headers as a tuple: nothing for the GC to track).
+Kept = tuple[str, bytes | None, str | bytes | None, tuple[tuple[str, str | bytes | None], ...]]
+# ... and the number of the attempt to make.
+Pending = tuple[Kept, int]
+
+
+class InFlight:
+    """The messages produced with one delivery callback (this object), kept as
+    produced until librdkafka has reported each of them."""
+
+    __slots__ = ("_indexed", "_unclaimed", "attempt", "messages", "producer")
+
+    def __init__(self, producer: ReliableProducer, attempt: int = 1) -> None:
+        self.producer = producer
+        self.attempt = attempt
+        self.messages: list[Kept] = []  # append each message before producing it
+        self._unclaimed: dict[tuple[str, bytes | None, bytes | None], list[Kept]] = {}
+        self._indexed = 0
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:  # delivery.report.only.error: no call for the delivered ones
+            self.producer.failed(err, self._claim(msg), msg, self.attempt)
+
+    def _claim(self, msg: Message) -> Kept | None:
+        """The kept message a failed report is about. Identical messages (same topic,
+        key, value) share a partition, so librdkafka reports them in produce order."""
+        for message in self.messages[self._indexed :]:
+            topic, value, key, _ = message
+            raw_key = key.encode() if isinstance(key, str) else key
+            self._unclaimed.setdefault((topic, raw_key, value), []).append(message)
+        self._indexed = len(self.messages)
+        same = self._unclaimed.get((msg.topic() or "", msg.key(), msg.value()))
+        return same.pop(0) if same else None
 
 
 @dataclass(slots=True)
@@ -128,16 +161,18 @@ class ReliableProducer:
     # ---- producing ----
 
     def produce(self, topic: str, value: bytes, key: str, headers: Headers) -> None:
-        self._send((topic, value, key, headers, 1))
+        self._send(((topic, value, key, tuple(headers)), 1))
 
-    def _send(self, message: Pending, queue_full: bool = False) -> None:
-        """Produce ``message`` with its delivery callback; ``queue_full``: the first
-        try already found the local queue full."""
-        topic, value, key, headers, attempt = message
-        callback = partial(self.delivery_report, topic, value, key, headers, attempt=attempt)
+    def _send(self, pending: Pending, queue_full: bool = False) -> None:
+        """Produce one message with its own InFlight; ``queue_full``: the first try
+        already found the local queue full."""
+        message, attempt = pending
+        topic, value, key, headers = message
+        in_flight = InFlight(self, attempt)
+        in_flight.messages.append(message)
 
         def produce() -> None:
-            self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
+            self._producer.produce(topic, value, key, headers=list(headers), on_delivery=in_flight)
 
         try:
             if queue_full:
@@ -148,24 +183,34 @@ class ReliableProducer:
             except BufferError:
                 self._when_room(produce)
         except KafkaException as exc:  # refused locally: too large, unknown partition, ...
-            self._refused(message, exc)
+            self._refused(pending, exc)
 
-    def hot_produce(self) -> Callable[..., None]:
-        """librdkafka's ``produce`` itself, for a sink's per-message loop: call it as
-        ``produce(topic, value, key, headers=headers, on_delivery=partial(
-        producer.delivery_report, topic, value, key, headers))`` and hand a BufferError
-        or KafkaException to ``produce_failed``. Fetch it once per batch (a fatal error
-        replaces the producer)."""
-        return self._producer.produce
+    def hot_produce(self) -> tuple[Callable[..., None], InFlight]:
+        """librdkafka's ``produce`` itself and a new InFlight, for a sink's per-message
+        loop: append each message to ``in_flight.messages`` (headers as a tuple), call
+        ``produce(topic, value, key, headers=headers, on_delivery=in_flight)`` and hand
+        a BufferError or KafkaException to ``produce_failed``. Once per batch (a fatal
+        error replaces the producer)."""
+        return self._producer.produce, InFlight(self)
 
-    def produce_failed(
-        self, topic: str, value: bytes, key: str, headers: Headers, exc: Exception
-    ) -> None:
-        """What ``produce`` does when the first try of ``hot_produce`` raised ``exc``."""
+    def produce_failed(self, in_flight: InFlight, exc: Exception) -> None:
+        """What to do when ``hot_produce``'s first try for the message appended last
+        to ``in_flight`` raised ``exc``."""
+        message = in_flight.messages[-1]
         if isinstance(exc, BufferError):
-            self._send((topic, value, key, headers, 1), queue_full=True)
+            topic, value, key, headers = message
+
+            def produce() -> None:
+                self._producer.produce(
+                    topic, value, key, headers=list(headers), on_delivery=in_flight
+                )
+
+            try:
+                self._when_room(produce)
+            except KafkaException as refused:
+                self._refused((message, 1), refused)
         elif isinstance(exc, KafkaException):
-            self._refused((topic, value, key, headers, 1), exc)
+            self._refused((message, 1), exc)
         else:
             raise exc
 
@@ -181,12 +226,13 @@ class ReliableProducer:
             except BufferError:
                 delay = min(delay * 2, 0.2)
 
-    def _refused(self, message: Pending, exc: KafkaException) -> None:
+    def _refused(self, pending: Pending, exc: KafkaException) -> None:
         """A message ``produce`` refused: dropped, unless the producer itself is broken.
 
         After a fatal error every ``produce`` raises ``_FATAL`` and the error callback
         only runs at the next poll: the message waits for the new producer instead."""
-        topic, value, key, headers, attempt = message
+        message, attempt = pending
+        topic, _, key, _ = message
         err: KafkaError = exc.args[0]
         self.stats.delivery_errors += 1
         SINK_ERRORS.labels(self.label).inc()
@@ -195,7 +241,7 @@ class ReliableProducer:
             if self._fatal is None:
                 self._fatal = err
             self.stats.retried += 1
-            self._retry.append((topic, value, key, headers, attempt + 1))
+            self._retry.append((message, attempt + 1))
             self._report(topic, key, err, "producing it again with a new producer")
             return
         self.stats.dropped += 1
@@ -214,8 +260,8 @@ class ReliableProducer:
         if self._fatal is not None:
             self._replace_producer()
         retry, self._retry = self._retry, []
-        for message in retry:
-            self._send(message)
+        for pending in retry:
+            self._send(pending)
         status, self._status = self._status, []
         if self.status_topic is not None:
             for record in status:
@@ -251,24 +297,16 @@ class ReliableProducer:
 
     # ---- callbacks (run inside poll / flush, on the caller's thread) ----
 
-    def delivery_report(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: str | bytes | None,
-        headers: Headers,
-        err: KafkaError | None,
-        msg: Message,
-        *,
-        attempt: int = 1,
-    ) -> None:
-        """The delivery callback of one message, bound to the message as produced
-        (``partial``): the report's own ``msg`` comes back without headers."""
-        if err is None:
-            return
+    def failed(self, err: KafkaError, message: Kept | None, msg: Message, attempt: int) -> None:
+        """A failed delivery report of ``message`` (as produced) or, should it not be
+        found (never seen), of the report's own message."""
         self.stats.delivery_errors += 1
         SINK_ERRORS.labels(self.label).inc()
         self.last_error = f"{err.name()}: {err.str()}"
+        if message is None:
+            log.error("kafka sink: a failed message was not kept; producing it without headers")
+            message = (msg.topic() or "", msg.value(), msg.key(), ())
+        topic, _, key, _ = message
         code = err.code()
         if code in _PERMANENT or (attempt >= MAX_ATTEMPTS and code not in _AWAY):
             self.stats.dropped += 1
@@ -277,8 +315,7 @@ class ReliableProducer:
         else:
             self.stats.retried += 1
             # The broker being away is no failed attempt: retried until it is back.
-            again = attempt if code in _AWAY else attempt + 1
-            self._retry.append((topic, value, key, headers, again))
+            self._retry.append((message, attempt if code in _AWAY else attempt + 1))
             action = "producing it again"
         self._report(topic, key, err, action)
 

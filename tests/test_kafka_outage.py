@@ -23,7 +23,6 @@ from candlewax.metrics import REGISTRY
 from flows.pipeline import build_flow
 from flows.runner import run_pipeline
 from sinks.kafka_producer import ReliableProducer
-from sinks.kafka_topics import record_key
 from sources.kafka_raw import frame_of
 from sources.replay import read_capture
 
@@ -44,13 +43,6 @@ def by_msg_id(messages: list[Message]) -> list[Message]:
         if msg.headers["msg_id"] not in seen:
             seen.add(msg.headers["msg_id"])
             out.append(msg)
-    return out
-
-
-def per_key(records: list[Record]) -> dict[str, list[Record]]:
-    out: dict[str, list[Record]] = {}
-    for record in records:
-        out.setdefault(record_key(record), []).append(record)
     return out
 
 
@@ -122,7 +114,9 @@ def test_an_outage_longer_than_the_message_timeout_loses_no_message_nor_header(
             assert all("msg_id" in m.headers for m in messages), channel
             records = [m.json() for m in by_msg_id(messages)]
             assert sorted(map(repr, records)) == sorted(map(repr, direct[channel])), channel
-        # Stage 2 over the raw topic: no dead letters, the bars of the direct run.
+        # Stage 2 over the raw topic: every frame is a frame again (no dead letter) and
+        # every trade comes out once. (Its bars can differ from the direct run's: a frame
+        # produced again goes behind newer frames of its symbol, docs/kafka_redis.md.)
         stage2 = parse_config(
             {
                 "sources": [
@@ -142,8 +136,8 @@ def test_an_outage_longer_than_the_message_timeout_loses_no_message_nor_header(
         )
         run_pipeline(stage2)
         again = outputs(tmp_path / "stage2")
-        assert again["dead_letter"] == []
-        assert per_key(again["bars"]) == per_key(direct["bars"])
+        assert again["dead_letter"] == direct["dead_letter"] == []
+        assert sorted(map(repr, again["trades"])) == sorted(map(repr, direct["trades"]))
     finally:
         delete_topics(services.kafka, prefix)
 
