@@ -63,7 +63,8 @@ class KafkaRecordSink:
         # bench/sink_throughput.py measures it against the bare producer); the rest, and
         # anything odd, takes encode_record itself.
         topics = self.topics
-        produce = self.producer.hot_produce()
+        produce, in_flight = self.producer.hot_produce()
+        keep = in_flight.messages.append  # kept until delivered (sinks/kafka_producer.py)
         failed = self.producer.produce_failed
         dumps = orjson.dumps
         produced = 0
@@ -79,15 +80,20 @@ class KafkaRecordSink:
                 if make_id is not None:
                     key = f"{record['venue']}:{record['symbol']}"
                     value = dumps(record, default=json_default)
-                    headers: Headers = [(ID_HEADER, make_id(key, record))]
+                    headers: tuple[tuple[str, str | bytes | None], ...] = (
+                        (ID_HEADER, make_id(key, record)),
+                    )
                 else:
-                    key, value, headers = encode_record(record)
+                    key, value, header_list = encode_record(record)
+                    headers = tuple(header_list)
             except (TypeError, KeyError, SinkError) as exc:  # a bug upstream: keep it, as a DLQ
-                topic, key, value, headers = self._dead_letter(record, exc)
+                topic, key, value, header_list = self._dead_letter(record, exc)
+                headers = tuple(header_list)
+            keep((topic, value, key, headers))
             try:
-                produce(topic, value, key, headers=headers)
+                produce(topic, value, key, headers=list(headers), on_delivery=in_flight)
             except (BufferError, KafkaException) as exc:
-                failed(topic, value, key, headers, exc)
+                failed(in_flight, exc)
             produced += 1
         self.producer.after_batch(produced)
 
@@ -130,7 +136,8 @@ class KafkaRawSink:
     def write_batch(self, items: Sequence[tuple[RawFrame, str | None]]) -> None:
         # The per-frame work of frame_headers / frame_id, inlined: this loop runs for
         # every frame received (bench/sink_throughput.py measures it against the bare producer).
-        produce = self.producer.hot_produce()
+        produce, in_flight = self.producer.hot_produce()
+        keep = in_flight.messages.append  # kept until delivered (sinks/kafka_producer.py)
         failed = self.producer.produce_failed
         routes = self._routes
         crc32 = zlib.crc32
@@ -151,10 +158,12 @@ class KafkaRawSink:
             ]
             if hint is not None:
                 headers.append((HINT_HEADER, hint))
+            topic, key = route
+            keep((topic, value, key, tuple(headers)))
             try:
-                produce(route[0], value, route[1], headers=headers)
+                produce(topic, value, key, headers=headers, on_delivery=in_flight)
             except (BufferError, KafkaException) as exc:
-                failed(route[0], value, route[1], headers, exc)
+                failed(in_flight, exc)
         self.producer.after_batch(len(items))
 
     def _frame_dead_letter(self, frame: RawFrame, reason: str) -> None:

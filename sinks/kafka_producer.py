@@ -4,12 +4,25 @@ loses a message silently.
 - Full local queue (``BufferError``, bytewax issue #522): serve delivery reports
   with ``poll`` and retry, backing off from 1 ms to 200 ms; the flow slows down
   instead of dying.
+- A failed delivery report carries no headers, so a message produced again
+  from the report alone would lose ``msg_id``, ``ts_ingest``, ``conn_id``. The
+  messages of a sink's batch are therefore kept as produced (topic, value, key,
+  headers) in an ``InFlight``, which is also their delivery callback; a failed
+  report takes its message back from there. An ``InFlight`` lives while
+  librdkafka holds any of its messages, so what is kept is bounded by what is
+  in flight: librdkafka's queue (``queue.buffering.max.messages`` /
+  ``.kbytes``; a full queue makes the sink wait) rounded up to whole batches,
+  plus the failed messages waiting in ``_retry``. (One callback per batch, not
+  per message: a million short-lived callback objects make Python's cyclic GC
+  halve the sink's throughput, bench/sink_throughput.py.)
 - Delivery errors (reported only for failures: ``delivery.report.only.error``)
   are counted (``candlewax_sink_errors_total{sink="kafka"}``), logged, reported
   as ``status`` records (event ``error``) on the status topic, and the message is
-  produced again, up to ``MAX_ATTEMPTS`` times; a permanent error (message too
-  large, topic not authorized, ...) or the last attempt drops it, counted in
-  ``candlewax_sink_dropped_total{sink="kafka"}``.
+  produced again. A broker that is away (message timed out, transport failure)
+  is retried for as long as it takes: the flow waits at the next ``checkpoint``.
+  Other errors are retried up to ``MAX_ATTEMPTS`` times; a permanent error
+  (message too large, topic not authorized, ...) or the last attempt drops the
+  message, counted in ``candlewax_sink_dropped_total{sink="kafka"}``.
 - ``checkpoint`` returns once every message produced so far is acknowledged by
   all in-sync replicas (or dropped and counted). The Bytewax adapter calls it
   at every epoch end, before the epoch's snapshot is kept, so recovery never
@@ -19,7 +32,9 @@ loses a message silently.
 
 librdkafka retries transient failures itself (broker restart, leader change)
 for ``message.timeout.ms`` (5 minutes by default) before reporting them; the
-idempotent producer keeps those retries free of duplicates and reordering.
+idempotent producer keeps those retries free of duplicates and reordering. A
+message produced again after such a report goes behind newer messages of its
+key, and may be a duplicate (same ``msg_id``) if the broker had stored it.
 """
 
 from __future__ import annotations
@@ -28,13 +43,13 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
 from typing import Any
 
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 
 from candlewax.metrics import SINK_DROPS, SINK_ERRORS, SINK_RECORDS
 from candlewax.schema import VENUES, make_status, now_us
+from sinks.kafka_client import client_config
 from sinks.kafka_codec import encode_record
 from sources.kafka_raw import Headers
 
@@ -48,7 +63,7 @@ DEFAULT_PRODUCER: dict[str, Any] = {
     # The Java client's key -> partition mapping, so every client agrees on it.
     "partitioner": "murmur2_random",
 }
-MAX_ATTEMPTS = 10
+MAX_ATTEMPTS = 10  # for errors other than the broker being away (_AWAY)
 REPORT_EVERY_S = 10.0
 _PERMANENT = frozenset(
     {
@@ -62,9 +77,49 @@ _PERMANENT = frozenset(
         KafkaError._INVALID_ARG,
     }
 )
+# The broker (or the network to it) is away: not a failed attempt, retried until it is back.
+_AWAY = frozenset(
+    {
+        KafkaError._MSG_TIMED_OUT,
+        KafkaError._TIMED_OUT,
+        KafkaError._TIMED_OUT_QUEUE,
+        KafkaError._TRANSPORT,
+        KafkaError._ALL_BROKERS_DOWN,
+    }
+)
+# A message as the sink produced it (headers as a tuple: nothing for the GC to track).
+Kept = tuple[str, bytes | None, str | bytes | None, tuple[tuple[str, str | bytes | None], ...]]
+# ... and the number of the attempt to make.
+Pending = tuple[Kept, int]
 
-# What a delivery report returns (confluent-kafka's types).
-ReportedHeaders = Headers | dict[str, str | bytes | None] | None
+
+class InFlight:
+    """The messages produced with one delivery callback (this object), kept as
+    produced until librdkafka has reported each of them."""
+
+    __slots__ = ("_indexed", "_unclaimed", "attempt", "messages", "producer")
+
+    def __init__(self, producer: ReliableProducer, attempt: int = 1) -> None:
+        self.producer = producer
+        self.attempt = attempt
+        self.messages: list[Kept] = []  # append each message before producing it
+        self._unclaimed: dict[tuple[str, bytes | None, bytes | None], list[Kept]] = {}
+        self._indexed = 0
+
+    def __call__(self, err: KafkaError | None, msg: Message) -> None:
+        if err is not None:  # delivery.report.only.error: no call for the delivered ones
+            self.producer.failed(err, self._claim(msg), msg, self.attempt)
+
+    def _claim(self, msg: Message) -> Kept | None:
+        """The kept message a failed report is about. Identical messages (same topic,
+        key, value) share a partition, so librdkafka reports them in produce order."""
+        for message in self.messages[self._indexed :]:
+            topic, value, key, _ = message
+            raw_key = key.encode() if isinstance(key, str) else key
+            self._unclaimed.setdefault((topic, raw_key, value), []).append(message)
+        self._indexed = len(self.messages)
+        same = self._unclaimed.get((msg.topic() or "", msg.key(), msg.value()))
+        return same.pop(0) if same else None
 
 
 @dataclass(slots=True)
@@ -88,11 +143,8 @@ class ReliableProducer:
         label: str = "kafka",
     ) -> None:
         self.config: dict[str, Any] = {
-            **DEFAULT_PRODUCER,
-            **(settings or {}),
-            "bootstrap.servers": ",".join(brokers),
+            **client_config(brokers, {**DEFAULT_PRODUCER, **(settings or {})}),
             "delivery.report.only.error": True,
-            "on_delivery": self._on_delivery,
             "error_cb": self._on_client_error,
         }
         self.status_topic = status_topic
@@ -100,7 +152,7 @@ class ReliableProducer:
         self.stats = KafkaStats()
         self.last_error: str | None = None
         self._producer = Producer(self.config)
-        self._retry: list[tuple[str, bytes | None, bytes | None, ReportedHeaders, int]] = []
+        self._retry: list[Pending] = []
         self._status: list[dict[str, Any]] = []
         self._reported: dict[tuple[str, str], tuple[float, int]] = {}
         self._fatal: KafkaError | None = None
@@ -109,31 +161,58 @@ class ReliableProducer:
     # ---- producing ----
 
     def produce(self, topic: str, value: bytes, key: str, headers: Headers) -> None:
+        self._send(((topic, value, key, tuple(headers)), 1))
+
+    def _send(self, pending: Pending, queue_full: bool = False) -> None:
+        """Produce one message with its own InFlight; ``queue_full``: the first try
+        already found the local queue full."""
+        message, attempt = pending
+        topic, value, key, headers = message
+        in_flight = InFlight(self, attempt)
+        in_flight.messages.append(message)
+
+        def produce() -> None:
+            self._producer.produce(topic, value, key, headers=list(headers), on_delivery=in_flight)
+
         try:
+            if queue_full:
+                self._when_room(produce)
+                return
             try:
-                self._producer.produce(topic, value, key, headers=headers)
+                produce()
             except BufferError:
-                self._when_room(lambda: self._producer.produce(topic, value, key, headers=headers))
+                self._when_room(produce)
         except KafkaException as exc:  # refused locally: too large, unknown partition, ...
-            self._refused(topic, value, key, headers, exc, 1)
+            self._refused(pending, exc)
 
-    def hot_produce(self) -> Callable[..., None]:
-        """librdkafka's ``produce`` itself, for a sink's per-message loop: call it as
-        ``produce(topic, value, key, headers=headers)`` and hand a BufferError or
-        KafkaException to ``produce_failed``. Fetch it once per batch (a fatal error
-        replaces the producer)."""
-        return self._producer.produce
+    def hot_produce(self) -> tuple[Callable[..., None], InFlight]:
+        """librdkafka's ``produce`` itself and a new InFlight, for a sink's per-message
+        loop: append each message to ``in_flight.messages`` (headers as a tuple), call
+        ``produce(topic, value, key, headers=headers, on_delivery=in_flight)`` and hand
+        a BufferError or KafkaException to ``produce_failed``. Once per batch (a fatal
+        error replaces the producer)."""
+        return self._producer.produce, InFlight(self)
 
-    def produce_failed(
-        self, topic: str, value: bytes, key: str, headers: Headers, exc: Exception
-    ) -> None:
-        """What ``produce`` does when the first try raised ``exc``."""
-        try:
-            if not isinstance(exc, BufferError):
-                raise exc
-            self._when_room(lambda: self._producer.produce(topic, value, key, headers=headers))
-        except KafkaException as refused:
-            self._refused(topic, value, key, headers, refused, 1)
+    def produce_failed(self, in_flight: InFlight, exc: Exception) -> None:
+        """What to do when ``hot_produce``'s first try for the message appended last
+        to ``in_flight`` raised ``exc``."""
+        message = in_flight.messages[-1]
+        if isinstance(exc, BufferError):
+            topic, value, key, headers = message
+
+            def produce() -> None:
+                self._producer.produce(
+                    topic, value, key, headers=list(headers), on_delivery=in_flight
+                )
+
+            try:
+                self._when_room(produce)
+            except KafkaException as refused:
+                self._refused((message, 1), refused)
+        elif isinstance(exc, KafkaException):
+            self._refused((message, 1), exc)
+        else:
+            raise exc
 
     def _when_room(self, produce: Callable[[], None]) -> None:
         """Retry ``produce`` until the local queue has room, serving delivery reports."""
@@ -147,55 +226,27 @@ class ReliableProducer:
             except BufferError:
                 delay = min(delay * 2, 0.2)
 
-    def _produce_again(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: bytes | None,
-        headers: ReportedHeaders,
-        attempts: int,
-    ) -> None:
-        callback = partial(self._on_retry_delivery, attempts)
-
-        def produce() -> None:
-            self._producer.produce(topic, value, key, headers=headers, on_delivery=callback)
-
-        try:
-            try:
-                produce()
-            except BufferError:
-                self._when_room(produce)
-        except KafkaException as exc:
-            self._refused(topic, value, key, headers, exc, attempts + 1)
-
-    def _refused(
-        self,
-        topic: str,
-        value: bytes | None,
-        key: str | bytes | None,
-        headers: ReportedHeaders,
-        exc: KafkaException,
-        attempts: int,
-    ) -> None:
+    def _refused(self, pending: Pending, exc: KafkaException) -> None:
         """A message ``produce`` refused: dropped, unless the producer itself is broken.
 
         After a fatal error every ``produce`` raises ``_FATAL`` and the error callback
         only runs at the next poll: the message waits for the new producer instead."""
+        message, attempt = pending
+        topic, _, key, _ = message
         err: KafkaError = exc.args[0]
         self.stats.delivery_errors += 1
         SINK_ERRORS.labels(self.label).inc()
         self.last_error = f"{err.name()}: {err.str()}"
-        raw_key = key.encode() if isinstance(key, str) else key
-        if (err.fatal() or err.code() == KafkaError._FATAL) and attempts < MAX_ATTEMPTS:
+        if (err.fatal() or err.code() == KafkaError._FATAL) and attempt < MAX_ATTEMPTS:
             if self._fatal is None:
                 self._fatal = err
             self.stats.retried += 1
-            self._retry.append((topic, value, raw_key, headers, attempts))
-            self._report(topic, raw_key, err, "producing it again with a new producer")
+            self._retry.append((message, attempt + 1))
+            self._report(topic, key, err, "producing it again with a new producer")
             return
         self.stats.dropped += 1
         SINK_DROPS.labels(self.label).inc()
-        self._report(topic, raw_key, err, "refused by the producer, dropped")
+        self._report(topic, key, err, "refused by the producer, dropped")
 
     def after_batch(self, produced: int) -> None:
         """Account a batch and serve delivery reports without waiting."""
@@ -209,8 +260,8 @@ class ReliableProducer:
         if self._fatal is not None:
             self._replace_producer()
         retry, self._retry = self._retry, []
-        for topic, value, key, headers, attempts in retry:
-            self._produce_again(topic, value, key, headers, attempts)
+        for pending in retry:
+            self._send(pending)
         status, self._status = self._status, []
         if self.status_topic is not None:
             for record in status:
@@ -246,28 +297,27 @@ class ReliableProducer:
 
     # ---- callbacks (run inside poll / flush, on the caller's thread) ----
 
-    def _on_delivery(self, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failed(err, msg, 1)
-
-    def _on_retry_delivery(self, attempts: int, err: KafkaError | None, msg: Message) -> None:
-        if err is not None:
-            self._failed(err, msg, attempts + 1)
-
-    def _failed(self, err: KafkaError, msg: Message, attempts: int) -> None:
+    def failed(self, err: KafkaError, message: Kept | None, msg: Message, attempt: int) -> None:
+        """A failed delivery report of ``message`` (as produced) or, should it not be
+        found (never seen), of the report's own message."""
         self.stats.delivery_errors += 1
         SINK_ERRORS.labels(self.label).inc()
-        topic = msg.topic() or ""
         self.last_error = f"{err.name()}: {err.str()}"
-        if err.code() in _PERMANENT or attempts >= MAX_ATTEMPTS:
+        if message is None:
+            log.error("kafka sink: a failed message was not kept; producing it without headers")
+            message = (msg.topic() or "", msg.value(), msg.key(), ())
+        topic, _, key, _ = message
+        code = err.code()
+        if code in _PERMANENT or (attempt >= MAX_ATTEMPTS and code not in _AWAY):
             self.stats.dropped += 1
             SINK_DROPS.labels(self.label).inc()
-            action = f"dropped after {attempts} attempt(s)"
+            action = f"dropped after {attempt} attempt(s)"
         else:
             self.stats.retried += 1
-            self._retry.append((topic, msg.value(), msg.key(), msg.headers(), attempts))
+            # The broker being away is no failed attempt: retried until it is back.
+            self._retry.append((message, attempt if code in _AWAY else attempt + 1))
             action = "producing it again"
-        self._report(topic, msg.key(), err, action)
+        self._report(topic, key, err, action)
 
     def _on_client_error(self, err: KafkaError) -> None:
         self.stats.client_errors += 1
@@ -282,7 +332,7 @@ class ReliableProducer:
 
     # ---- reporting ----
 
-    def _report(self, topic: str, key: bytes | None, err: KafkaError, action: str) -> None:
+    def _report(self, topic: str, key: str | bytes | None, err: KafkaError, action: str) -> None:
         """Log and queue a status record, at most once per topic and error per 10 s."""
         now = time.monotonic()
         slot = (topic, err.name())
@@ -294,7 +344,8 @@ class ReliableProducer:
         more = f" (+{suppressed} similar)" if suppressed else ""
         detail = f"kafka delivery to {topic} failed: {err.name()}: {err.str()}; {action}{more}"
         log.warning("kafka sink: %s", detail)
-        venue, _, symbol = (key or b"").decode("utf-8", "replace").partition(":")
+        text = key.decode("utf-8", "replace") if isinstance(key, bytes) else key or ""
+        venue, _, symbol = text.partition(":")
         if venue in VENUES and topic != self.status_topic:
             ts = now_us()
             self._status.append(make_status(venue, symbol or None, "error", ts, detail))

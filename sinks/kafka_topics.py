@@ -23,6 +23,7 @@ from confluent_kafka import KafkaError, KafkaException
 from confluent_kafka.admin import AdminClient
 from confluent_kafka.cimpl import NewTopic
 
+from sinks.kafka_client import KafkaUnavailable, client_config
 from sinks.message_ids import record_key
 from sources.kafka_raw import raw_topic
 
@@ -74,8 +75,8 @@ def ensure_topics(
     """Create the topics of ``names`` that do not exist; returns those created.
 
     Waits (up to ``timeout_s``) for the cluster to answer, so a sink started right
-    after its broker works; raises RuntimeError naming the brokers otherwise."""
-    admin = AdminClient({"bootstrap.servers": ",".join(brokers)})
+    after its broker works; raises KafkaUnavailable naming the brokers otherwise."""
+    admin = AdminClient(client_config(brokers))
     deadline = time.monotonic() + timeout_s
     while True:
         try:
@@ -83,7 +84,8 @@ def ensure_topics(
             break
         except KafkaException as exc:
             if time.monotonic() > deadline:
-                raise RuntimeError(f"kafka at {','.join(brokers)} unreachable: {exc}") from None
+                where = ",".join(brokers)
+                raise KafkaUnavailable(f"kafka at {where} unreachable: {exc}") from None
     missing = [name for name in names if name not in existing]
     if not missing:
         return []

@@ -98,6 +98,9 @@ def kafka_inputs(cfg: PipelineConfig) -> dict[str, tuple[str, KafkaInput]]:
 
 
 def consumer_settings(kin: KafkaInput) -> dict[str, Any]:
-    """Extra consumer settings. (Bytewax's KafkaSource commits no offsets: they live in
-    its recovery store; it also hands these settings to an AdminClient.)"""
-    return dict(kin.consumer)
+    """Extra consumer settings, librdkafka's log through Python logging instead of raw
+    to stderr. (Bytewax's KafkaSource commits no offsets: they live in its recovery
+    store; it also hands these settings to an AdminClient.)"""
+    from sinks.kafka_client import LibrdkafkaLog  # sinks.kafka_client imports this module
+
+    return {"logger": LibrdkafkaLog(), **kin.consumer}

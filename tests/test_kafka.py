@@ -415,9 +415,11 @@ def test_messages_refused_after_a_fatal_error_are_resent_by_a_new_producer(
     try:
         sink.write_batch(trades[:10])
         sink.checkpoint()
+        _, in_flight = sink.producer.hot_produce()
         for trade in trades[10:]:
             key, value, headers = encode_record(trade)
-            sink.producer.produce_failed(topic, value, key, headers, fatal)
+            in_flight.messages.append((topic, value, key, tuple(headers)))
+            sink.producer.produce_failed(in_flight, fatal)
         sink.producer.after_batch(len(trades) - 10)
         sink.close()
         delivered = consume_all(services.kafka, topic)
