@@ -160,12 +160,33 @@ def check_capture(capture: Path, venue: str, label: str = "capture") -> None:
         )
 
 
+def _redis(sink: Any, cfg: PipelineConfig, label: str) -> None:
+    """The server answers PING: a sink started against nothing buffers until its
+    bound, then drops, and the run would end "successfully" without the data."""
+    import redis
+
+    client = redis.Redis.from_url(
+        sink.url, socket_timeout=sink.timeout_s, socket_connect_timeout=sink.timeout_s
+    )
+    try:
+        client.ping()
+    except redis.RedisError as exc:
+        cause = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise PreflightError(
+            f"{label}: redis at {sink.url} does not answer ({cause}): start it "
+            "(scripts/services.sh start redis) or fix the url"
+        ) from None
+    finally:
+        client.close()
+
+
 SOURCE_CHECKS: dict[str, list[SourceCheck]] = {"replay": [_replay]}
 SINK_CHECKS: dict[str, list[SinkCheck]] = {
     "jsonl": [_jsonl],
     "parquet": [_directory_sink],
     "recorder": [_recorder],
     "websocket": [_websocket],
+    "redis": [_redis],
 }
 
 

@@ -8,7 +8,9 @@ import signal
 import sys
 from collections.abc import Sequence
 from dataclasses import asdict
+from pathlib import Path
 
+from candlewax.preflight import PreflightError, check_capture
 from simulator.faults import Faults
 from simulator.server import Simulator
 from simulator.tape import BINANCE_VENUES
@@ -207,7 +209,12 @@ async def _serve(sim: Simulator) -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        # A capture of another venue would be served as 0 frames, silently.
+        check_capture(Path(args.capture), args.venue, "--capture")
         sim = make_simulator(args)
+    except PreflightError as exc:
+        print(f"candlewax simulate: {exc}", file=sys.stderr)
+        return 2
     except (CaptureError, ValueError, OSError) as exc:
         print(f"candlewax simulate: {exc}", file=sys.stderr)
         return 2

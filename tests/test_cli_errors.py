@@ -262,6 +262,13 @@ def test_simulate_of_random_bytes(tmp_path: Path) -> None:
     assert_one_line_error(proc, "candlewax simulate:", "is not a capture")
 
 
+def test_simulate_of_another_venues_capture(tmp_path: Path) -> None:
+    # Before: served 0 frames forever, silently.
+    okx = CAPTURES / "okx" / "cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz"
+    proc = cli("simulate", "--venue", "binance", "--capture", okx, cwd=tmp_path, timeout=120)
+    assert_one_line_error(proc, "candlewax simulate: --capture", "--venue okx")
+
+
 # ---- our own bugs keep their traceback ----
 
 
@@ -339,3 +346,27 @@ def test_capture_error_inside_the_engine_ends_in_one_line(tmp_path: Path) -> Non
     assert "Traceback" not in proc.stderr
     last = proc.stderr.splitlines()[-1]
     assert last.startswith("candlewax replay: ") and "unknown capture format" in last
+
+
+# ---- services that do not answer ----
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])  # nothing listens once the socket closes
+
+
+def test_replay_to_a_redis_that_does_not_answer(tmp_path: Path) -> None:
+    # Before: exit 0 after the sink gave up on every record it had buffered.
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    proc = cli(*replay_args(BTC_SPOT, "binance", tmp_path / "out", "--redis", url), cwd=tmp_path)
+    assert_one_line_error(proc, "--redis", url, "does not answer", "services.sh start redis")
+    assert not (tmp_path / "out").exists()  # refused before anything was written
+
+
+def test_run_with_a_redis_sink_that_does_not_answer(tmp_path: Path) -> None:
+    url = f"redis://127.0.0.1:{_closed_port()}/0"
+    config = write_yaml(tmp_path / "p.yaml", f"  - {{type: redis, url: '{url}'}}\n")
+    proc = cli("run", config, cwd=tmp_path)
+    assert_one_line_error(proc, "sinks[0] (redis)", "does not answer")
