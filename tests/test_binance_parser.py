@@ -210,9 +210,9 @@ def malformed_frames() -> list[tuple[str, RawFrame, str]]:
         ("empty", trade._replace(text=""), "invalid JSON"),
         ("not an object", trade._replace(text="[1,2]"), "malformed"),
         ("missing price", with_data(trade, p=None), "missing field 'p'"),
-        ("numeric price", with_data(trade, p=61837.63), "must be strings"),
+        ("numeric price", with_data(trade, p=61837.63), "trade p must be a decimal string"),
         ("string time", with_data(trade, T="1723161255342"), "T must be"),
-        ("string maker flag", with_data(trade, m="true"), "m a bool"),
+        ("string maker flag", with_data(trade, m="true"), "m must be a bool"),
         ("string trade id", with_data(trade, t="x1"), "id an integer"),
         ("unknown symbol", with_data(trade, s="???"), "cannot"),
         ("unknown event", with_data(trade, e="markPriceUpdate"), "unknown event type"),
@@ -222,7 +222,7 @@ def malformed_frames() -> list[tuple[str, RawFrame, str]]:
         ("level triple", with_data(depth, a=[["1", "2", "3"]]), "malformed"),
         ("levels object", with_data(depth, b={"1": "2"}), "levels must be a list"),
         ("missing final id", with_data(depth, u=None), "missing field 'u'"),
-        ("ticker number", with_data(ticker, B=3.5), "must be strings"),
+        ("ticker number", with_data(ticker, B=3.5), "bookTicker B must be a decimal string"),
         ("no event", trade._replace(text='{"stream":"x","data":{"s":"BTCUSDT"}}'), "neither"),
     ]
 
