@@ -17,12 +17,15 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import SNAPSHOT_HINT, RawFrame
-from sources.numbers import check_levels, positive, ticker_side
+from sources.numbers import check_levels, check_positive, check_ticker, malformed_level
 from sources.venue import FRAME_FAULTS, FrameError, Item, NativeSymbols, frame_error
 
 _HINT_LEN = len(SNAPSHOT_HINT)
 MAX_STREAMS = 1024  # per connection, both markets
 _STREAM_SUFFIX = {"trades": "@trade", "book": "@depth@100ms", "bbo": "@bookTicker"}
+# Field names for dead-letter reasons, by trade-id prefix ("" trade, "agg:" aggTrade).
+_TRADE_FIELDS = {"": ("trade p", "trade q"), "agg:": ("aggTrade p", "aggTrade q")}
+_TICKER_FIELDS = ("bookTicker b", "bookTicker B", "bookTicker a", "bookTicker A")
 
 
 def _levels(raw: Any, side: str, deletes: bool) -> Levels:
@@ -38,7 +41,7 @@ def _levels(raw: Any, side: str, deletes: bool) -> Levels:
         if p.__class__ is str and q.__class__ is str
     ]
     if len(levels) != len(raw):
-        raise FrameError(f"{side}: each level must be [price, qty] strings")
+        raise malformed_level(raw, side, exact_pair=True)
     check_levels(levels, side, deletes)
     return levels
 
@@ -97,12 +100,12 @@ class BinanceParser:
             raise frame_error(self.venue, exc) from None
 
     def _trade(self, d: Any, tid: Any, prefix: str, ts_ingest: int) -> dict[str, Any]:
-        e = d["e"]
-        p = positive(d["p"], f"{e} p")
-        q = positive(d["q"], f"{e} q")
+        p = d["p"]
+        q = d["q"]
+        check_positive((p, q), _TRADE_FIELDS[prefix])
         m = d["m"]
         if m.__class__ is not bool or tid.__class__ is not int:
-            raise FrameError(f"{e}: m must be a bool and the id an integer")
+            raise FrameError(f"{d['e']}: m must be a bool and the id an integer")
         return make_trade(
             self.venue,
             self._symbol(d["s"]),
@@ -119,8 +122,7 @@ class BinanceParser:
         if u.__class__ is not int:
             raise FrameError(f"bookTicker: u must be an integer, got {u!r}")
         # Binance writes an empty side as zero price and zero quantity.
-        bid = ticker_side(d["b"], d["B"], "bookTicker b", "bookTicker B")
-        ask = ticker_side(d["a"], d["A"], "bookTicker a", "bookTicker A")
+        bid, ask = check_ticker((d["b"], d["B"]), (d["a"], d["A"]), _TICKER_FIELDS)
         ms = d.get("T") or d.get("E")  # spot bookTicker carries no event time
         return make_bbo(
             self.venue,

@@ -15,7 +15,7 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
-from sources.numbers import check_levels, positive, ticker_side
+from sources.numbers import check_levels, check_positive, check_ticker, malformed_level
 from sources.venue import FRAME_FAULTS, FrameError, Item, NativeSymbols, frame_error
 
 VENUE = "okx"
@@ -23,6 +23,12 @@ VENUE = "okx"
 BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
 _SUBSCRIBE_CHANNEL = {"trades": "trades", "book": "books", "bbo": "bbo-tbt"}
 _SIDES = frozenset({"buy", "sell"})
+_TICKER_FIELDS = (
+    "okx tickers bidPx",
+    "okx tickers bidSz",
+    "okx tickers askPx",
+    "okx tickers askSz",
+)
 
 
 def _levels(raw: Any, side: str, deletes: bool) -> Levels:
@@ -39,7 +45,7 @@ def _levels(raw: Any, side: str, deletes: bool) -> Levels:
         and lvl[1].__class__ is str
     ]
     if len(levels) != len(raw):
-        raise FrameError(f"{side}: each level must start with price and size strings")
+        raise malformed_level(raw, side, exact_pair=False)
     check_levels(levels, side, deletes)
     return levels
 
@@ -107,9 +113,8 @@ class OkxParser:
         raise FrameError(f"okx: unknown channel {channel!r}")
 
     def _trade(self, d: Any, symbol: str, ts_ingest: int) -> dict[str, Any]:
-        px = positive(d["px"], "okx trades px")
-        sz = positive(d["sz"], "okx trades sz")
-        side, tid = d["side"], d["tradeId"]
+        px, sz, side, tid = d["px"], d["sz"], d["side"], d["tradeId"]
+        check_positive((px, sz), ("okx trades px", "okx trades sz"))
         if tid.__class__ is not str:
             raise FrameError(f"okx trades: tradeId must be a string, got {tid!r}")
         if side not in _SIDES:
@@ -148,13 +153,15 @@ class OkxParser:
         )
 
     def _ticker(self, d: Any, symbol: str, ts_ingest: int) -> dict[str, Any]:
+        # OKX writes an empty side as empty strings.
+        bid, ask = check_ticker((d["bidPx"], d["bidSz"]), (d["askPx"], d["askSz"]), _TICKER_FIELDS)
         return make_bbo(
             VENUE,
             symbol,
             _micros(d["ts"]),
             ts_ingest,
-            ticker_side(d["bidPx"], d["bidSz"], "okx tickers bidPx", "okx tickers bidSz"),
-            ticker_side(d["askPx"], d["askSz"], "okx tickers askPx", "okx tickers askSz"),
+            bid,
+            ask,
             None,
             "ticker",
         )

@@ -218,7 +218,11 @@ def malformed_frames() -> list[tuple[str, RawFrame, str]]:
         ("unknown event", with_data(trade, e="markPriceUpdate"), "unknown event type"),
         ("forceOrder", with_data(trade, e="forceOrder"), "unknown event type"),
         ("string update id", with_data(depth, U="1"), "must be integers"),
-        ("numeric levels", with_data(depth, b=[[1.5, 2.0]]), "must be [price, qty]"),
+        (
+            "numeric levels",
+            with_data(depth, b=[[1.5, 2.0]]),
+            "b[0] price must be a decimal string, got 1.5",
+        ),
         ("level triple", with_data(depth, a=[["1", "2", "3"]]), "malformed"),
         ("levels object", with_data(depth, b={"1": "2"}), "levels must be a list"),
         ("missing final id", with_data(depth, u=None), "missing field 'u'"),

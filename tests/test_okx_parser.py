@@ -235,8 +235,16 @@ def malformed_frames() -> list[tuple[str, RawFrame, str]]:
             update._replace(text=update.text.replace('"update"', '"patch"')),
             "action",
         ),
-        ("numeric levels", edited(update, asks=[[30249.4, 0, 0, 0]]), "price and size strings"),
-        ("level too short", edited(update, bids=[["30182.6"]]), "price and size strings"),
+        (
+            "numeric levels",
+            edited(update, asks=[[30249.4, 0, 0, 0]]),
+            "price must be a decimal string, got 30249.4",
+        ),
+        (
+            "level too short",
+            edited(update, bids=[["30182.6"]]),
+            "must be a list",
+        ),
         ("bad checksum", edited(update, checksum="abc"), "checksum must be an integer"),
         ("float seqId", edited(update, seqId=1.5), "seqId must be an integer"),
         ("data not a list", replaced(update, data={"asks": []}), "data must be a list"),
