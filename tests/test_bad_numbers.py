@@ -229,7 +229,12 @@ def test_replay_dead_letters_every_bad_number_and_loses_nothing(venue: str, tmp_
     assert_all_valid(got)
     assert expected["trades"] and expected["book"] and expected["bars"]
     for channel in ("trades", "bars", "book", "status", "late"):
-        assert got[channel] == expected[channel], channel
+        # book.jsonl interleaves the book step's and the parser's bbo records by batch
+        assert _canonical(got[channel]) == _canonical(expected[channel]), channel
+
+
+def _canonical(records: list[Record]) -> list[bytes]:
+    return sorted(orjson.dumps(r, option=orjson.OPT_SORT_KEYS) for r in records)
 
 
 # ---- live: the simulator serves the doctored frames over a real WebSocket ----
