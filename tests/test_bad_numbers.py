@@ -28,6 +28,7 @@ from flow_helpers import BTC_SPOT, CAPTURES, OKX_V5, Record, run_replay
 from live_helpers import Feed, run_live
 
 from candlewax.schema import DECIMAL_RE, POSITIVE_DECIMAL_RE, validate_record
+from flows import inputs
 from simulator.embedded import SimulatorThread
 from simulator.tape import Entry, Tape, load_tape
 from sources import numbers
@@ -298,7 +299,10 @@ def test_live_dead_letters_every_bad_number_and_loses_nothing(venue: str, tmp_pa
     def all_trades(records: dict[str, list[Record]]) -> bool:
         return len(records.get("trades", [])) >= len(trades)
 
-    records = run_live([feed], tmp_path / "out", ops, all_trades, timeout_s=150)
+    try:
+        records = run_live([feed], tmp_path / "out", ops, all_trades, timeout_s=150)
+    finally:
+        inputs.STOP.clear()  # run_live ends with STOP set; tests running flows directly follow
 
     assert_all_valid(records)
     assert_dead_letters(records["dead_letter"], over_ws)
