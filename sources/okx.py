@@ -23,6 +23,11 @@ VENUE = "okx"
 BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
 _SUBSCRIBE_CHANNEL = {"trades": "trades", "book": "books", "bbo": "bbo-tbt"}
 _SIDES = frozenset({"buy", "sell"})
+# Level-list names in dead-letter reasons, by action (zero sizes delete only in updates).
+_BOOK_SIDES = {
+    "snapshot": ("okx snapshot bids", "okx snapshot asks"),
+    "update": ("okx update bids", "okx update asks"),
+}
 _TICKER_FIELDS = (
     "okx tickers bidPx",
     "okx tickers bidSz",
@@ -127,8 +132,8 @@ class OkxParser:
             VENUE,
             symbol,
             kind,
-            _levels(d["bids"], f"okx {kind} bids", kind == "update"),
-            _levels(d["asks"], f"okx {kind} asks", kind == "update"),
+            _levels(d["bids"], _BOOK_SIDES[kind][0], kind == "update"),
+            _levels(d["asks"], _BOOK_SIDES[kind][1], kind == "update"),
             None,
             _opt_int(d.get("seqId"), "seqId"),
             _opt_int(d.get("prevSeqId"), "prevSeqId"),
