@@ -39,12 +39,21 @@ VENUES: tuple[str, ...] = (
 
 # BASE/QUOTE, optional :SETTLE and optional -EXPIRY[-STRIKE-C|P] (ccxt unified).
 SYMBOL_RE = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+(-[0-9]{6}(-[0-9.]+-[CP])?)?)?$")
-DECIMAL_RE = r"^-?[0-9]+(\.[0-9]+)?$"
+# Decimal text: ASCII digits with an optional fraction; no sign, exponent, blanks,
+# NaN or Infinity. Prices and sizes are positive; only computed volumes may be zero.
+DECIMAL_RE = r"^[0-9]+(\.[0-9]+)?$"
+# The same, with at least one non-zero digit (no lookahead: pydantic's regex engine has none).
+POSITIVE_DECIMAL_RE = r"^(0*[1-9][0-9]*(\.[0-9]+)?|0+\.[0-9]*[1-9][0-9]*)$"
 
-DecimalText = Annotated[str, Field(pattern=DECIMAL_RE, description="exact decimal text")]
+DecimalText = Annotated[
+    str, Field(pattern=DECIMAL_RE, description="exact non-negative decimal text")
+]
+PositiveDecimal = Annotated[
+    str, Field(pattern=POSITIVE_DECIMAL_RE, description="exact positive decimal text")
+]
 Symbol = Annotated[str, Field(pattern=SYMBOL_RE.pattern, description="ccxt unified symbol")]
 Micros = Annotated[int, Field(ge=0, description="microseconds since the Unix epoch")]
-Level = tuple[DecimalText, DecimalText]
+Level = tuple[PositiveDecimal, PositiveDecimal]
 
 StatusEvent = Literal[
     "connected",
@@ -79,8 +88,8 @@ class _Record(BaseModel):
 class Trade(_Record):
     type: Literal["trade"] = "trade"
     trade_id: str
-    price: DecimalText
-    size: DecimalText
+    price: PositiveDecimal
+    size: PositiveDecimal
     side: Literal["buy", "sell"] = Field(description="aggressor side")
 
 
@@ -96,10 +105,10 @@ class Book(_Record):
 
 class BBO(_Record):
     type: Literal["bbo"] = "bbo"
-    bid_price: DecimalText | None
-    bid_size: DecimalText | None
-    ask_price: DecimalText | None
-    ask_size: DecimalText | None
+    bid_price: PositiveDecimal | None
+    bid_size: PositiveDecimal | None
+    ask_price: PositiveDecimal | None
+    ask_size: PositiveDecimal | None
     sequence: int | None = None
     origin: Literal["book", "ticker"] = Field(
         description="'book' = derived from the rebuilt book, 'ticker' = the venue's own BBO feed"
@@ -115,13 +124,13 @@ class Bar(BaseModel):
     interval: str = Field(pattern=r"^[0-9]+(ms|s|m|h|d)$")
     start: Micros = Field(description="window start, inclusive, epoch aligned")
     end: Micros = Field(description="window end, exclusive")
-    open: DecimalText | None
-    high: DecimalText | None
-    low: DecimalText | None
-    close: DecimalText | None
+    open: PositiveDecimal | None
+    high: PositiveDecimal | None
+    low: PositiveDecimal | None
+    close: PositiveDecimal | None
     volume: DecimalText
     quote_volume: DecimalText
-    vwap: DecimalText | None
+    vwap: PositiveDecimal | None
     buy_volume: DecimalText
     sell_volume: DecimalText
     trades: int = Field(ge=0)

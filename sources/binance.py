@@ -17,15 +17,20 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import SNAPSHOT_HINT, RawFrame
+from sources.numbers import check_levels, check_positive, check_ticker, malformed_level
 from sources.venue import FRAME_FAULTS, FrameError, Item, NativeSymbols, frame_error
 
 _HINT_LEN = len(SNAPSHOT_HINT)
 MAX_STREAMS = 1024  # per connection, both markets
 _STREAM_SUFFIX = {"trades": "@trade", "book": "@depth@100ms", "bbo": "@bookTicker"}
+# Field names for dead-letter reasons, by trade-id prefix ("" trade, "agg:" aggTrade).
+_TRADE_FIELDS = {"": ("trade p", "trade q"), "agg:": ("aggTrade p", "aggTrade q")}
+_TICKER_FIELDS = ("bookTicker b", "bookTicker B", "bookTicker a", "bookTicker A")
 
 
-def _levels(raw: Any, side: str) -> Levels:
-    """[[price, qty], ..] -> [(price, qty), ..], both strings."""
+def _levels(raw: Any, side: str, deletes: bool) -> Levels:
+    """[[price, qty], ..] -> [(price, qty), ..], both decimal strings; qty 0 (a
+    deleted level) only where ``deletes``."""
     if raw.__class__ is not list:
         raise FrameError(f"{side}: levels must be a list")
     levels = [
@@ -36,7 +41,8 @@ def _levels(raw: Any, side: str) -> Levels:
         if p.__class__ is str and q.__class__ is str
     ]
     if len(levels) != len(raw):
-        raise FrameError(f"{side}: each level must be [price, qty] strings")
+        raise malformed_level(raw, side, exact_pair=True)
+    check_levels(levels, side, deletes)
     return levels
 
 
@@ -96,14 +102,10 @@ class BinanceParser:
     def _trade(self, d: Any, tid: Any, prefix: str, ts_ingest: int) -> dict[str, Any]:
         p = d["p"]
         q = d["q"]
+        check_positive((p, q), _TRADE_FIELDS[prefix])
         m = d["m"]
-        if (
-            p.__class__ is not str
-            or q.__class__ is not str
-            or m.__class__ is not bool
-            or tid.__class__ is not int
-        ):
-            raise FrameError(f"{d['e']}: p, q must be strings, m a bool and the id an integer")
+        if m.__class__ is not bool or tid.__class__ is not int:
+            raise FrameError(f"{d['e']}: m must be a bool and the id an integer")
         return make_trade(
             self.venue,
             self._symbol(d["s"]),
@@ -116,23 +118,19 @@ class BinanceParser:
         )
 
     def _book_ticker(self, d: Any, ts_ingest: int) -> dict[str, Any]:
-        b, bq, a, aq, u = d["b"], d["B"], d["a"], d["A"], d["u"]
-        if (
-            b.__class__ is not str
-            or bq.__class__ is not str
-            or a.__class__ is not str
-            or aq.__class__ is not str
-            or u.__class__ is not int
-        ):
-            raise FrameError("bookTicker: b, B, a, A must be strings and u an integer")
+        u = d["u"]
+        if u.__class__ is not int:
+            raise FrameError(f"bookTicker: u must be an integer, got {u!r}")
+        # Binance writes an empty side as zero price and zero quantity.
+        bid, ask = check_ticker((d["b"], d["B"]), (d["a"], d["A"]), _TICKER_FIELDS)
         ms = d.get("T") or d.get("E")  # spot bookTicker carries no event time
         return make_bbo(
             self.venue,
             self._symbol(d["s"]),
             ts_ingest if ms is None else _micros(ms, "T/E"),
             ts_ingest,
-            (b, bq),
-            (a, aq),
+            bid,
+            ask,
             u,
             "ticker",
         )
@@ -157,8 +155,8 @@ class BinanceParser:
             self.venue,
             symbol,
             "update",
-            _levels(d["b"], "bids"),
-            _levels(d["a"], "asks"),
+            _levels(d["b"], "depthUpdate b", True),
+            _levels(d["a"], "depthUpdate a", True),
             first,
             last,
             prev,
@@ -180,8 +178,8 @@ class BinanceParser:
             self.venue,
             symbol,
             "snapshot",
-            _levels(body["bids"], "bids"),
-            _levels(body["asks"], "asks"),
+            _levels(body["bids"], "depth snapshot bids", False),
+            _levels(body["asks"], "depth snapshot asks", False),
             None,
             last,
             None,

@@ -15,6 +15,7 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
+from sources.numbers import check_levels, check_positive, check_ticker, malformed_level
 from sources.venue import FRAME_FAULTS, FrameError, Item, NativeSymbols, frame_error
 
 VENUE = "okx"
@@ -22,10 +23,22 @@ VENUE = "okx"
 BOOK_CHANNELS = frozenset({"books", "books-l2-tbt", "books50-l2-tbt"})
 _SUBSCRIBE_CHANNEL = {"trades": "trades", "book": "books", "bbo": "bbo-tbt"}
 _SIDES = frozenset({"buy", "sell"})
+# Level-list names in dead-letter reasons, by action (zero sizes delete only in updates).
+_BOOK_SIDES = {
+    "snapshot": ("okx snapshot bids", "okx snapshot asks"),
+    "update": ("okx update bids", "okx update asks"),
+}
+_TICKER_FIELDS = (
+    "okx tickers bidPx",
+    "okx tickers bidSz",
+    "okx tickers askPx",
+    "okx tickers askSz",
+)
 
 
-def _levels(raw: Any, side: str) -> Levels:
-    """[[px, sz, deprecated, orderCount], ..] -> [(px, sz), ..]."""
+def _levels(raw: Any, side: str, deletes: bool) -> Levels:
+    """[[px, sz, deprecated, orderCount], ..] -> [(px, sz), ..], decimal strings;
+    sz 0 (a deleted level) only where ``deletes``."""
     if raw.__class__ is not list:
         raise FrameError(f"{side}: levels must be a list")
     levels = [
@@ -37,7 +50,8 @@ def _levels(raw: Any, side: str) -> Levels:
         and lvl[1].__class__ is str
     ]
     if len(levels) != len(raw):
-        raise FrameError(f"{side}: each level must start with price and size strings")
+        raise malformed_level(raw, side, exact_pair=False)
+    check_levels(levels, side, deletes)
     return levels
 
 
@@ -60,13 +74,6 @@ def _opt_int(value: Any, field: str) -> int | None:
         except ValueError:
             pass
     raise FrameError(f"{field} must be an integer, got {value!r}")
-
-
-def _side(px: Any, sz: Any) -> tuple[str, str] | None:
-    """A ticker side; OKX sends empty strings when that side of the book is empty."""
-    if px.__class__ is not str or sz.__class__ is not str:
-        raise FrameError(f"ticker price and size must be strings, got {px!r}, {sz!r}")
-    return (px, sz) if px and sz else None
 
 
 class OkxParser:
@@ -112,8 +119,9 @@ class OkxParser:
 
     def _trade(self, d: Any, symbol: str, ts_ingest: int) -> dict[str, Any]:
         px, sz, side, tid = d["px"], d["sz"], d["side"], d["tradeId"]
-        if px.__class__ is not str or sz.__class__ is not str or tid.__class__ is not str:
-            raise FrameError("okx trades: px, sz and tradeId must be strings")
+        check_positive((px, sz), ("okx trades px", "okx trades sz"))
+        if tid.__class__ is not str:
+            raise FrameError(f"okx trades: tradeId must be a string, got {tid!r}")
         if side not in _SIDES:
             raise FrameError(f"okx trades: side must be buy or sell, got {side!r}")
         return make_trade(VENUE, symbol, _micros(d["ts"]), ts_ingest, tid, px, sz, side)
@@ -124,8 +132,8 @@ class OkxParser:
             VENUE,
             symbol,
             kind,
-            _levels(d["bids"], "bids"),
-            _levels(d["asks"], "asks"),
+            _levels(d["bids"], _BOOK_SIDES[kind][0], kind == "update"),
+            _levels(d["asks"], _BOOK_SIDES[kind][1], kind == "update"),
             None,
             _opt_int(d.get("seqId"), "seqId"),
             _opt_int(d.get("prevSeqId"), "prevSeqId"),
@@ -136,8 +144,8 @@ class OkxParser:
         )
 
     def _bbo(self, d: Any, symbol: str, ts_ingest: int) -> dict[str, Any]:
-        bids = _levels(d["bids"], "bids")
-        asks = _levels(d["asks"], "asks")
+        bids = _levels(d["bids"], "okx bbo-tbt bids", False)
+        asks = _levels(d["asks"], "okx bbo-tbt asks", False)
         return make_bbo(
             VENUE,
             symbol,
@@ -150,13 +158,15 @@ class OkxParser:
         )
 
     def _ticker(self, d: Any, symbol: str, ts_ingest: int) -> dict[str, Any]:
+        # OKX writes an empty side as empty strings.
+        bid, ask = check_ticker((d["bidPx"], d["bidSz"]), (d["askPx"], d["askSz"]), _TICKER_FIELDS)
         return make_bbo(
             VENUE,
             symbol,
             _micros(d["ts"]),
             ts_ingest,
-            _side(d["bidPx"], d["bidSz"]),
-            _side(d["askPx"], d["askSz"]),
+            bid,
+            ask,
             None,
             "ticker",
         )

@@ -162,12 +162,14 @@ def test_zero_checksum_means_absent(zero: Any) -> None:
 
 
 def test_books5_is_a_snapshot_on_every_push() -> None:
-    update = json.loads(first("books", "update").text)
-    del update["action"]  # books5 pushes carry no action
-    update["arg"]["channel"] = "books5"
-    frame = RawFrame("okx", "c", 1, json.dumps(update))
+    push = json.loads(first("books", "snapshot").text)
+    del push["action"]  # books5 pushes carry no action
+    push["arg"]["channel"] = "books5"
+    top5 = push["data"][0]
+    top5["bids"], top5["asks"] = top5["bids"][:5], top5["asks"][:5]
+    frame = RawFrame("okx", "c", 1, json.dumps(push))
     msg = only_depth(make_parser("okx", None).parse(frame))
-    assert msg.kind == "snapshot" and msg.bids == pairs(update["data"][0]["bids"])
+    assert msg.kind == "snapshot" and msg.bids == pairs(top5["bids"])
 
 
 def test_bbo_tbt_becomes_a_ticker_bbo() -> None:
@@ -224,7 +226,7 @@ def malformed_frames() -> list[tuple[str, RawFrame, str]]:
         ("unknown event", trade._replace(text='{"event":"login","code":"0"}'), "unknown event"),
         ("neither push nor event", trade._replace(text='{"arg":{}}'), "not a push or event"),
         ("missing px", edited(trade, px=None), "missing field 'px'"),
-        ("numeric px", edited(trade, px=30218.8), "must be strings"),
+        ("numeric px", edited(trade, px=30218.8), "okx trades px must be a decimal string"),
         ("bad side", edited(trade, side="BUY"), "side must be buy or sell"),
         ("ts not ms text", edited(trade, ts="2022-05-13"), "ts must be"),
         ("bad instId", trade._replace(text=trade.text.replace("BTC-USD-220527", "BTC")), "cannot"),
@@ -233,8 +235,16 @@ def malformed_frames() -> list[tuple[str, RawFrame, str]]:
             update._replace(text=update.text.replace('"update"', '"patch"')),
             "action",
         ),
-        ("numeric levels", edited(update, asks=[[30249.4, 0, 0, 0]]), "price and size strings"),
-        ("level too short", edited(update, bids=[["30182.6"]]), "price and size strings"),
+        (
+            "numeric levels",
+            edited(update, asks=[[30249.4, 0, 0, 0]]),
+            "price must be a decimal string, got 30249.4",
+        ),
+        (
+            "level too short",
+            edited(update, bids=[["30182.6"]]),
+            "must be a list",
+        ),
         ("bad checksum", edited(update, checksum="abc"), "checksum must be an integer"),
         ("float seqId", edited(update, seqId=1.5), "seqId must be an integer"),
         ("data not a list", replaced(update, data={"asks": []}), "data must be a list"),
