@@ -19,3 +19,14 @@ def services() -> Iterator[Services]:
     yield svc
     if started and not os.environ.get("CANDLEWAX_KEEP_SERVICES"):
         svc.run("stop")
+
+
+@pytest.fixture(autouse=True)
+def _stop_flag_clear() -> Iterator[None]:
+    """``flows.inputs.STOP`` is process-wide: a test that stops its run (Ctrl-C style)
+    must not end the next test's run before it starts."""
+    from flows import inputs
+
+    inputs.STOP.clear()
+    yield
+    inputs.STOP.clear()
