@@ -293,7 +293,8 @@ def test_live_dead_letters_every_bad_number_and_loses_nothing(venue: str, tmp_pa
     assert len(over_ws) == len([d for d in made if not d.field.startswith("depth snapshot")])
     symbols, trades, tickers = _expected(venue, tape)
     assert trades and tickers
-    feed = Feed(venue, sorted(symbols), SimulatorThread(venue, doctored))
+    # Original times: the dead letters must carry the doctored text byte for byte.
+    feed = Feed(venue, sorted(symbols), SimulatorThread(venue, doctored, original_times=True))
     ops = {"book": {"depth": 5, "emit_interval_ms": 0}, "ohlcv": {"intervals": ["1s"]}}
 
     def all_trades(records: dict[str, list[Record]]) -> bool:
