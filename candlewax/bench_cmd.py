@@ -94,6 +94,7 @@ class Round:
     seconds: float
     frames: int  # emitted by the sources of all processes
     records: int  # written to the null sink
+    cpu_seconds: float  # CPU time of all processes during the run
 
     @property
     def frames_per_s(self) -> float:
@@ -123,10 +124,10 @@ def bench_here(cfg: PipelineConfig, rounds: int) -> tuple[int, list[Round]]:
     results = []
     for _ in range(rounds):
         flow = _build(cfg, frames)
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         bench_run.run_here(flow)
-        seconds = time.perf_counter() - start
-        results.append(Round(seconds, bench_run.EMITTED[0], _count_records()))
+        seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+        results.append(Round(seconds, bench_run.EMITTED[0], _count_records(), cpu))
     return sum(map(len, frames)), results
 
 
@@ -134,7 +135,7 @@ def _member(
     conn: Connection, args: tuple[list[Path], str, str], processes: int, process_id: int
 ) -> None:
     """One cluster process: load its captures, then per round build the flow, say ready,
-    wait for the addresses, run, report (frames emitted, records written)."""
+    wait for the addresses, run, report (frames emitted, records written, CPU seconds)."""
     from flows import bench_run
 
     cfg = bench_config(*args)
@@ -147,8 +148,9 @@ def _member(
         addresses = conn.recv()
         if addresses is None:
             return
+        cpu = time.process_time()
         bench_run.run_cluster_process(flow, addresses, process_id)
-        conn.send((bench_run.EMITTED[0], _count_records()))
+        conn.send((bench_run.EMITTED[0], _count_records(), time.process_time() - cpu))
 
 
 def _free_addresses(count: int) -> list[str]:
@@ -218,7 +220,8 @@ def bench_cluster(
                     _wait_listening(addresses[pid])
             done = [_reply(conn, proc) for conn, proc in members]
             seconds = time.perf_counter() - start
-            results.append(Round(seconds, sum(d[0] for d in done), sum(d[1] for d in done)))
+            frames, records, cpu = (sum(d[i] for d in done) for i in range(3))
+            results.append(Round(seconds, frames, records, cpu))
         for conn, proc in members:
             _reply(conn, proc)  # "ready" for a round that will not come
             conn.send(None)
@@ -259,6 +262,7 @@ def run_bench(args: argparse.Namespace) -> int:
                     "frames_per_s": r.frames_per_s,
                     "frames": r.frames,
                     "records": r.records,
+                    "cpu_seconds": r.cpu_seconds,
                 }
                 for r in results
             ],
@@ -270,6 +274,6 @@ def run_bench(args: argparse.Namespace) -> int:
     for i, r in enumerate(results, 1):
         print(
             f"round {i}: {r.frames:,} frames in {r.seconds:.3f} s = {r.frames_per_s:,.0f} "
-            f"frames/s ({r.records:,} records)"
+            f"frames/s ({r.records:,} records, {r.cpu_seconds:.3f} CPU s)"
         )
     return 0
