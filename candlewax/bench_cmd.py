@@ -95,6 +95,8 @@ class Round:
     frames: int  # emitted by the sources of all processes
     records: int  # written to the null sink
     cpu_seconds: float  # CPU time of all processes during the run
+    # (frames emitted, records written, CPU seconds) of each process, with --processes
+    per_process: list[tuple[int, int, float]] | None = None
 
     @property
     def frames_per_s(self) -> float:
@@ -221,7 +223,7 @@ def bench_cluster(
             done = [_reply(conn, proc) for conn, proc in members]
             seconds = time.perf_counter() - start
             frames, records, cpu = (sum(d[i] for d in done) for i in range(3))
-            results.append(Round(seconds, frames, records, cpu))
+            results.append(Round(seconds, frames, records, cpu, [tuple(d) for d in done]))
         for conn, proc in members:
             _reply(conn, proc)  # "ready" for a round that will not come
             conn.send(None)
@@ -263,6 +265,16 @@ def run_bench(args: argparse.Namespace) -> int:
                     "frames": r.frames,
                     "records": r.records,
                     "cpu_seconds": r.cpu_seconds,
+                    **(
+                        {}
+                        if r.per_process is None
+                        else {
+                            "per_process": [
+                                {"frames": f, "records": n, "cpu_seconds": c}
+                                for f, n, c in r.per_process
+                            ]
+                        }
+                    ),
                 }
                 for r in results
             ],
