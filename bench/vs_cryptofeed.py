@@ -137,8 +137,9 @@ def as_agg_trade(text: str) -> str:
     return out
 
 
-def load_capture(name: str) -> Capture:
-    frames = list(read_capture(CAPTURES[name], "binance"))
+def load_capture(name: str, limit: int | None = None) -> Capture:
+    """The capture's frames (its first ``limit`` ones, for tests)."""
+    frames = list(read_capture(CAPTURES[name], "binance"))[:limit]
     kinds = Counter(_kind(f) for f in frames)
     snapshots = [f for f in frames if f.hint is not None]
     if len(snapshots) != 1 or not frames:
