@@ -10,6 +10,7 @@ from pathlib import Path
 import orjson
 
 from candlewax import __version__
+from candlewax.bench_cmd import add_bench_parser, run_bench
 from candlewax.config import ConfigError, load_config, parse_config
 
 _EPILOG = """\
@@ -101,6 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--quiet", action="store_true", help="no console bars")
 
+    add_bench_parser(sub)
+
     sim = sub.add_parser(
         "simulate", help="serve a capture as a local exchange (see --help)", add_help=False
     )
@@ -174,6 +177,8 @@ def _dispatch(argv: list[str]) -> int:
         from candlewax.replay_cmd import replay
 
         return replay(args)
+    if args.command == "bench":
+        return run_bench(args)
     if args.command == "demo":
         from candlewax.demo import run_demo
 
