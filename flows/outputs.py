@@ -30,6 +30,7 @@ from candlewax.config import RedisSink as RedisSinkConfig
 from candlewax.config import StdoutSink as StdoutSinkConfig
 from candlewax.config import WebsocketSink as WebsocketSinkConfig
 from candlewax.metrics import SINK_DROPS, SINK_ERRORS, observe_records
+from flows.threadstate import pin_thread_state
 from sinks.base import SinkError
 from sinks.console import ConsoleSink
 from sinks.jsonl import JsonlSink
@@ -53,6 +54,9 @@ class MetricsSink(DynamicSink[Any]):
     """Counts every output record into the Prometheus registry, on each worker."""
 
     def build(self, step_id: str, worker_index: int, worker_count: int) -> _MetricsPartition:
+        # Every worker builds this sink once, on its own thread, before any batch:
+        # the one place to keep that thread's Python state (flows.threadstate).
+        pin_thread_state()
         return _MetricsPartition()
 
 
