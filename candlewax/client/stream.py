@@ -129,16 +129,7 @@ class Stream:
     # ---- async API ----
 
     def __aiter__(self) -> AsyncIterator[Message]:
-        return self._messages()
-
-    async def _messages(self) -> AsyncGenerator[Message, None]:
-        batches = self._batches()
-        try:
-            async for batch in batches:
-                for message in batch:
-                    yield message
-        finally:
-            await batches.aclose()
+        return _Messages(self._batches())
 
     async def __aenter__(self) -> Stream:
         return self
@@ -334,6 +325,32 @@ class Stream:
                 await result
         except Exception:  # a user hook must not kill the stream
             log.exception("candlewax stream: hook %r raised", hook)
+
+
+class _Messages:
+    """``async for`` over a stream: the connection loop's batches, one message at a
+    time. A plain iterator object, not a second async generator: closing it closes
+    the connection loop directly (nested generators finalized at loop shutdown
+    would race each other)."""
+
+    def __init__(self, batches: AsyncGenerator[Batch, None]) -> None:
+        self._batches = batches
+        self._batch: Batch = []
+        self._next = 0
+
+    def __aiter__(self) -> _Messages:
+        return self
+
+    async def __anext__(self) -> Message:
+        while self._next >= len(self._batch):
+            self._batch = await self._batches.__anext__()
+            self._next = 0
+        message = self._batch[self._next]
+        self._next += 1
+        return message
+
+    async def aclose(self) -> None:
+        await self._batches.aclose()
 
 
 class _Watchdog:

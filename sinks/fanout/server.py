@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from websockets.asyncio.server import Server, ServerConnection, serve
@@ -31,8 +32,12 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 class FanoutServer:
-    def __init__(self, cfg: WebsocketSink) -> None:
+    def __init__(self, cfg: WebsocketSink, *, reuse_port: bool = False) -> None:
+        """``reuse_port``: several server processes share the port (SO_REUSEPORT)."""
         self.cfg = cfg
+        self.reuse_port = reuse_port
+        # A server process: fetches the flow process's Prometheus text for /metrics.
+        self.upstream_metrics: Callable[[], Awaitable[bytes | None]] | None = None
         self.auth = Authenticator(cfg.auth)
         self.hub: Hub | None = None
         self.address: tuple[str, int] | None = None
@@ -51,11 +56,13 @@ class FanoutServer:
             "close_timeout": CLOSE_TIMEOUT_S,
             "server_header": "candlewax",
         }
+        if self.reuse_port:
+            options["reuse_port"] = True
         main = await serve(
             self._handle,
             cfg.host,
             cfg.port,
-            process_request=HttpRoutes(hub, cfg.path, self.auth),
+            process_request=HttpRoutes(hub, cfg.path, self.auth, self._upstream),
             **options,
         )
         self._servers.append(main)
@@ -65,7 +72,7 @@ class FanoutServer:
                 self._handle,
                 cfg.host,
                 cfg.http_port,
-                process_request=HttpRoutes(hub, None, self.auth),
+                process_request=HttpRoutes(hub, None, self.auth, self._upstream),
                 **options,
             )
             self._servers.append(side)
@@ -75,6 +82,10 @@ class FanoutServer:
             loop.create_task(self._housekeeping()),
         ]
         return self.address
+
+    async def _upstream(self) -> bytes | None:
+        fetch = self.upstream_metrics
+        return None if fetch is None else await fetch()
 
     async def stop(self, grace_s: float = 1.0) -> None:
         """Send what is queued (up to ``grace_s``), then close every connection (1001)."""
