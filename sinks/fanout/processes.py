@@ -34,7 +34,7 @@ from candlewax import metrics
 from candlewax.config import WebsocketSink
 from sinks.base import json_default
 from sinks.fanout import child
-from sinks.fanout.feed import FRAMES, METRICS, RECORDS, SKIPPED, Feed
+from sinks.fanout.feed import FRAMES, MAX_BACKLOG, METRICS, RECORDS, SKIPPED, Feed
 from sinks.fanout.hub import FrameItem, Record
 from sinks.fanout.threaded import connectable
 
@@ -60,9 +60,12 @@ class _Slot:
 
 
 class ServerProcesses:
-    def __init__(self, cfg: WebsocketSink) -> None:
+    def __init__(self, cfg: WebsocketSink, feed_backlog: int = MAX_BACKLOG) -> None:
+        """``feed_backlog``: bytes per server process waiting in this process (beyond
+        the socket's buffer) before batches are dropped."""
         self.cfg = cfg
         self.count = cfg.processes
+        self.feed_backlog = feed_backlog
         self.lost = 0  # record deliveries not handed to a server process (summed over them)
         self.restarts = 0
         self.address: tuple[str, int] = (cfg.host, cfg.port)
@@ -127,7 +130,7 @@ class ServerProcesses:
             raise ServerStartError(message[1], message[2])
         if index == 0:
             self.address, self.http_address = message[1], message[2]
-        return _Slot(index, process, Feed(ours))
+        return _Slot(index, process, Feed(ours, self.feed_backlog))
 
     # ---- supervision ----
 
@@ -182,6 +185,10 @@ class ServerProcesses:
         slot.process, slot.feed, slot.restart_at = new.process, new.feed, None
         self.restarts += 1
         log.warning("fan-out server process %d restarted (pid %s)", slot.index + 1, new.process.pid)
+
+    def pids(self) -> list[int | None]:
+        """The server processes' ids (None while one is being restarted)."""
+        return [None if s.restart_at is not None else s.process.pid for s in self._slots]
 
     # ---- publishing (any thread) ----
 
