@@ -39,12 +39,14 @@ import argparse
 import asyncio
 import base64
 import gc
+import json
 import multiprocessing as mp
 import os
 import platform
 import re
 import sys
 import time
+import urllib.request
 from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,6 +60,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from candlewax.config import WebsocketSink, parse_config  # noqa: E402
+from candlewax.schema import make_trade  # noqa: E402
 from flows.pipeline import build_flow  # noqa: E402
 from sinks.fanout.threaded import acquire, release  # noqa: E402
 from sources.frames import RawFrame  # noqa: E402
@@ -193,6 +196,7 @@ class _Sink:
         self.messages = 0
         self.dropped = 0
         self.first_ts: int | None = None
+        self.first_rx = 0.0
         self.last_rx = 0.0
 
     def message(self, payload: bytes, now: int, reader: _Reader) -> None:
@@ -251,28 +255,73 @@ def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn
     asyncio.run(_clients(url, subscriptions, deadline_s, conn))
 
 
-def sdk_client_process(url: str, deadline_s: float, conn: Any) -> None:
+def sdk_client_process(url: str, deadline_s: float, conn: Any, hold: bool = False) -> None:
+    """One ``candlewax.client.Stream`` (typed records), as a user would iterate it.
+    ``hold``: after subscribing, wait for "go" before reading anything."""
     from candlewax.client import Stream
+
+    def connected(stream: Stream) -> None:
+        conn.send("ready")
+        if hold:
+            conn.recv()  # blocks this client's loop: the server queues meanwhile
 
     async def main() -> None:
         sink = _Sink()
-        stream = Stream(url, channels=["trades"], on_connect=lambda s: conn.send("ready"))
+        stream = Stream(url, channels=["trades"], on_connect=connected)
         hard_stop = time.monotonic() + deadline_s
-        it = stream.__aiter__()
-        while time.monotonic() < hard_stop:
-            try:
-                trade = await asyncio.wait_for(it.__anext__(), 3.0 if sink.records else 60.0)
-            except TimeoutError:
-                break
+
+        async def stopper() -> None:  # ends the iteration: 3 s idle, or the deadline
+            while time.monotonic() < hard_stop:
+                await asyncio.sleep(0.2)
+                if sink.last_rx and time.monotonic() - sink.last_rx > 3.0:
+                    break
+            await stream.close()
+
+        task = asyncio.get_running_loop().create_task(stopper())
+        warmup = WARMUP_S * 1e6
+        async for trade in stream:
             now = time.time_ns() // 1000
             ts = trade.ts_ingest  # type: ignore[union-attr]
             sink.records += 1
             if sink.first_ts is None:
                 sink.first_ts = ts
-            if ts >= sink.first_ts + WARMUP_S * 1e6:
+                sink.first_rx = time.monotonic()
+            sink.last_rx = time.monotonic()
+            if ts >= sink.first_ts + warmup:
                 sink.latencies.append(now - ts)
-        await stream.close()
-        conn.send((sink.latencies.tobytes(), sink.records, sink.records, stream.stats.dropped))
+        await task
+        receive_s = sink.last_rx - sink.first_rx
+        latencies = sink.latencies.tobytes()
+        conn.send((latencies, sink.records, sink.records, stream.stats.dropped, receive_s))
+
+    asyncio.run(main())
+
+
+def recv_loop_process(url: str, deadline_s: float, conn: Any, hold: bool = False) -> None:
+    """Baseline for the SDK's throughput: websockets' own ``recv()`` loop, no decoding."""
+    from websockets.asyncio.client import connect
+
+    async def main() -> None:
+        async with connect(url, compression=None, max_size=None, max_queue=1024) as ws:
+            await ws.send('{"type":"subscribe","channels":["trades"]}')
+            while b'"snapshot"' not in await ws.recv(decode=False):
+                pass
+            conn.send("ready")
+            if hold:
+                conn.recv()
+            count, first, last = 0, 0.0, 0.0
+            hard_stop = time.monotonic() + deadline_s
+            while time.monotonic() < hard_stop:
+                try:
+                    async with asyncio.timeout(3.0):
+                        await ws.recv(decode=False)
+                except TimeoutError:
+                    break
+                last = time.monotonic()
+                if not count:
+                    first = last
+                count += 1
+        conn.send((b"", count, count, 0, last - first))
 
     asyncio.run(main())
 
@@ -291,18 +340,25 @@ class Result:
     dropped: int
     server_dropped: int
     latencies: list[int]
+    receive_s: float = 0.0  # first to last record at the client (throughput runs)
+
+    def pct(self, p: float) -> float | None:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(p * len(lat)))] / 1000 if lat else None
 
     def row(self) -> str:
-        lat = sorted(self.latencies)
-
-        def pct(p: float) -> str:
-            return f"{lat[min(len(lat) - 1, int(p * len(lat)))] / 1000:.2f}" if lat else "-"
+        def fmt(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
 
         loss = 1 - self.received / self.expected if self.expected else 0.0
+        per_s = self.received / self.receive_s if self.receive_s else None
+        lat_max = max(self.latencies) / 1000 if self.latencies else 0.0
         return (
             f"| {self.name} | {self.clients} | {self.rate:,.0f} | {self.expected:,} | "
-            f"{self.received:,} ({loss:.2%} lost) | {pct(0.5)} | {pct(0.99)} | {pct(0.999)} | "
-            f"{(lat[-1] / 1000 if lat else 0):.1f} |"
+            f"{self.received:,} ({loss:.2%} lost) | "
+            f"{'-' if per_s is None else f'{per_s:,.0f}'} | "
+            f"{fmt(self.pct(0.5))} | {fmt(self.pct(0.99))} | {fmt(self.pct(0.999))} | "
+            f"{lat_max:.1f} |"
         )
 
 
@@ -315,29 +371,36 @@ def run(
     symbols: int,
     batch_ms: float = 0.0,
     by_symbol: bool = False,
-    sdk: bool = False,
+    client: str = "reader",
+    processes: int = 1,
+    busy: bool = False,
 ) -> Result:
+    """One scenario: the flow (this process) at ``rate`` frames/s into the fan-out
+    (``processes`` 0: a thread of this process; else server processes), clients in
+    another process. ``busy``: dedupe and 1s/1m bars on, so the engine works harder."""
     texts = trade_texts(symbols)
     ws = {"type": "websocket", "host": "127.0.0.1", "port": 0, "batch_ms": batch_ms}
     ws |= {"queue_size": 100_000, "max_lag_s": None, "heartbeat_s": 3600}
+    ws |= {"processes": processes}
     server = acquire(WebsocketSink.model_validate(ws))
+    operators: dict[str, Any] = {"book": {"enabled": False}}
+    if busy:
+        operators |= {"dedupe": {"enabled": True}, "ohlcv": {"intervals": ["1s", "1m"]}}
+    else:
+        operators |= {"dedupe": {"enabled": False}, "ohlcv": {"enabled": False}}
     try:
         cfg = parse_config(
             {
                 "name": "bench-fanout",
                 "sources": [_source(symbols)],
-                "operators": {
-                    "dedupe": {"enabled": False},
-                    "ohlcv": {"enabled": False},
-                    "book": {"enabled": False},
-                },
+                "operators": operators,
                 "sinks": [{**ws, "port": server.address[1]}],
             }
         )
         ctx = mp.get_context("spawn")
         parent, child = ctx.Pipe()
         deadline = seconds + 90
-        if sdk:
+        if client == "sdk":
             proc = ctx.Process(target=sdk_client_process, args=(server.url, deadline, child))
         else:
             subs = []
@@ -352,9 +415,9 @@ def run(
             raise RuntimeError("clients did not connect")
         flow = build_flow(cfg, source=PacedSource(texts, rate, seconds))
         run_main(flow)  # type: ignore[no-untyped-call]
-        raw, records, messages, dropped = parent.recv()
+        raw, records, messages, dropped, *rest = parent.recv()
         proc.join(30)
-        server_dropped = server.call(lambda hub: hub.dropped())
+        server_dropped = _status(server.http_url)["dropped"]
     finally:
         release(server)
     latencies = array("q")
@@ -362,8 +425,60 @@ def run(
     total = int(rate * seconds)
     expected = total * clients // symbols if by_symbol else total * clients
     return Result(
-        name, clients, rate, expected, records, messages, dropped, server_dropped, list(latencies)
+        name,
+        clients,
+        rate,
+        expected,
+        records,
+        messages,
+        dropped,
+        server_dropped,
+        list(latencies),
+        rest[0] if rest else 0.0,
     )
+
+
+def run_throughput(name: str, *, rate: float, seconds: float, client: str) -> Result:
+    """How many records/s one client takes, one record per WebSocket message: the
+    client subscribes and stops reading; the bench publishes ``rate * seconds``
+    records straight to a server process (no flow), waits until the server holds
+    them all for the client, then lets it read. records/s = received / (last - first
+    record at the client), so the server's own speed does not limit it."""
+    ws = {"type": "websocket", "host": "127.0.0.1", "port": 0, "processes": 1}
+    ws |= {"queue_size": 10_000_000, "max_lag_s": None, "heartbeat_s": 3600}
+    server = acquire(WebsocketSink.model_validate(ws))
+    try:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        target = sdk_client_process if client == "sdk" else recv_loop_process
+        proc = ctx.Process(target=target, args=(server.url, seconds + 90, child, True))
+        proc.start()
+        if not parent.poll(120) or parent.recv() != "ready":
+            raise RuntimeError("client did not connect")
+        total = int(rate * seconds)
+        for first in range(0, total, 1000):
+            stamp = time.time_ns() // 1000
+            server.publish([_trade(i, stamp) for i in range(first, min(total, first + 1000))])
+            while _status(server.http_url)["records"] < first - 20_000:
+                time.sleep(0.05)  # keep the feed's backlog small: nothing is dropped
+        while _status(server.http_url)["records"] < total:
+            time.sleep(0.05)
+        parent.send("go")
+        _, records, messages, dropped, receive_s = parent.recv()
+        proc.join(30)
+        server_dropped = _status(server.http_url)["dropped"]
+    finally:
+        release(server)
+    return Result(name, 1, rate, total, records, messages, dropped, server_dropped, [], receive_s)
+
+
+def _trade(i: int, stamp: int) -> dict[str, Any]:
+    return make_trade("binance", "BTC/USDT", stamp, stamp, str(i), "60000.10", "0.001", "buy")
+
+
+def _status(base: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base}/status", timeout=10) as response:
+        return dict(json.loads(response.read()))
 
 
 def _source(symbols: int) -> dict[str, Any]:
@@ -377,30 +492,54 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def _ratio(results: dict[str, Result], a: str, b: str, what: str) -> str | None:
+    ra, rb = results.get(a), results.get(b)
+    if ra is None or rb is None:
+        return None
+    if what == "p99":
+        pa, pb = ra.pct(0.99), rb.pct(0.99)
+        if not pa or not pb:
+            return None
+        return f"p99 {a} / {b}: {pa:.2f} / {pb:.2f} ms = {pa / pb:.2f}x"
+    ta = ra.received / ra.receive_s if ra.receive_s else 0.0
+    tb = rb.received / rb.receive_s if rb.receive_s else 0.0
+    if not ta or not tb:
+        return None
+    return f"records/s {a} / {b}: {ta:,.0f} / {tb:,.0f} = {ta / tb:.2f}x"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 s runs")
     parser.add_argument("--seconds", type=float, help="seconds of input per scenario (10)")
     parser.add_argument("--rate", type=float, default=10_000, help="frames per second in")
     parser.add_argument("--firehose-rate", type=float, default=1_000)
+    parser.add_argument(
+        "--max-records", type=int, default=200_000, help="records queued for the *-max runs"
+    )
     parser.add_argument("--scenario", action="append", help="run only these (repeatable)")
     parser.add_argument(
         "--switch-interval",
         type=float,
-        help="sys.setswitchinterval for the server process, seconds (default 0.005)",
+        help="sys.setswitchinterval for the flow's process, seconds (default 0.005)",
     )
     args = parser.parse_args(argv)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     seconds = args.seconds or (5.0 if args.quick else 10.0)
     rate = args.rate
+    one = dict(clients=1, symbols=100)
+    by_symbol = dict(clients=1000, rate=rate, symbols=100, by_symbol=True, busy=True)
     scenarios: dict[str, dict[str, Any]] = {
-        "one-firehose": dict(clients=1, rate=rate, symbols=100),
-        "one-sdk": dict(clients=1, rate=rate, symbols=100, sdk=True),
-        "1000-by-symbol": dict(clients=1000, rate=rate, symbols=100, by_symbol=True),
-        "1000-by-symbol-batched": dict(
-            clients=1000, rate=rate, symbols=100, by_symbol=True, batch_ms=20.0
-        ),
+        "one-firehose": dict(**one, rate=rate),
+        "one-sdk-1k": dict(**one, rate=1_000, client="sdk"),
+        "one-sdk-5k": dict(**one, rate=5_000, client="sdk"),
+        "one-sdk-10k": dict(**one, rate=rate, client="sdk"),
+        "recv-max": dict(rate=args.max_records, client="recv", throughput=True),
+        "sdk-max": dict(rate=args.max_records, client="sdk", throughput=True),
+        "1000-by-symbol-thread": dict(**by_symbol, processes=0),
+        "1000-by-symbol": dict(**by_symbol, processes=1),
+        "1000-by-symbol-batched": dict(**by_symbol, batch_ms=20.0),
         "1000-firehose-batched": dict(
             clients=1000, rate=args.firehose_rate, symbols=100, batch_ms=50.0
         ),
@@ -409,20 +548,36 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# fan-out latency, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {seconds:g} s per run, "
-        f"switch interval {sys.getswitchinterval() * 1000:g} ms"
+        f"switch interval {sys.getswitchinterval() * 1000:g} ms, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print(
-        "| scenario | clients | msg/s in | records expected | received "
+        "| scenario | clients | msg/s in | records expected | received | records/s "
         "| p50 ms | p99 ms | p99.9 ms | max ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    results: dict[str, Result] = {}
     for name in chosen:
-        result = run(name, seconds=seconds, **scenarios[name])
+        spec = dict(scenarios[name])
+        if spec.pop("throughput", False):
+            result = run_throughput(name, seconds=1.0, **spec)  # rate = records in all
+        else:
+            result = run(name, seconds=seconds, **spec)
+        results[name] = result
         print(result.row(), flush=True)
         if result.dropped or result.server_dropped:
             print(
                 f"  (dropped: client saw {result.dropped}, server counted {result.server_dropped})"
             )
+    ratios = [
+        _ratio(results, "one-sdk-10k", "one-firehose", "p99"),
+        _ratio(results, "sdk-max", "recv-max", "records/s"),
+        _ratio(results, "1000-by-symbol-thread", "1000-by-symbol", "p99"),
+    ]
+    for line in ratios:
+        if line is not None:
+            print(line)
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 
