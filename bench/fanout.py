@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    /work/venv/bin/python bench/fanout.py               # every scenario (~1.5 min)
+    /work/venv/bin/python bench/fanout.py               # every scenario (~4 min)
     /work/venv/bin/python bench/fanout.py --quick       # shorter runs (~30 s)
     /work/venv/bin/python bench/fanout.py --scenario one-firehose --seconds 20
     /work/venv/bin/python bench/fanout.py --switch-interval 0.0005   # GIL hand-off tuning
@@ -22,15 +22,26 @@ the same machine clock. The first second is warm-up and not counted; every run
 stops by itself (the source ends after --seconds, the clients 3 s after the
 last message or at a hard deadline).
 
-Scenarios (2-core machines: the server, the engine and every client share them):
+Scenarios (2-core machines: the engine, the server process(es) and every client
+share them). The server runs in its own process (``processes: 1``, the default)
+unless the name says ``thread`` (``processes: 0``: a thread of the flow's process).
 
-- one-firehose: 1 client subscribed to everything, no batching.
-- one-sdk:      the same through the Python SDK (typed pydantic objects).
-- 1000-by-symbol: 1,000 clients, each subscribed to one of 100 symbols
-  (10 per symbol), no batching: 10k msg/s in, 100k msg/s out.
-- 1000-by-symbol-batched: the same with batch_ms 20.
+- one-firehose: 1 raw-reader client subscribed to everything, no batching (baseline).
+- one-sdk-1k / -5k / -10k: the same through the Python SDK (typed pydantic
+  objects, ``async for``) at 1k, 5k and --rate frames/s.
+- recv-max / sdk-max: records/s one client takes, one record per message: the
+  client stops reading, the bench queues --max-records records for it in a server
+  process (no flow), then lets it read. recv-max is websockets' own ``recv()``
+  loop without decoding (baseline), sdk-max the SDK.
+- 1000-by-symbol-thread / 1000-by-symbol: 1,000 clients, each subscribed to one of
+  100 symbols (10 per symbol), no batching, 10k msg/s in, 100k msg/s out, with the
+  engine busy (1s/1m/1h bars on): server thread vs server process.
+- 1000-by-symbol-batched: the same (server process) with batch_ms 20.
 - 1000-firehose-batched: 1,000 clients subscribed to everything at --firehose-rate
   (default 1,000 msg/s in -> 1M records/s out) with batch_ms 50.
+
+At the end it prints ratios measured in the same run: SDK vs raw reader p99 at
+10k msg/s, SDK vs recv-loop records/s, and thread vs process p99 for 1,000 clients.
 """
 
 from __future__ import annotations
@@ -377,17 +388,19 @@ def run(
 ) -> Result:
     """One scenario: the flow (this process) at ``rate`` frames/s into the fan-out
     (``processes`` 0: a thread of this process; else server processes), clients in
-    another process. ``busy``: dedupe and 1s/1m bars on, so the engine works harder."""
+    another process. ``busy``: 1s/1m/1h bars on, so the engine works harder (clients
+    take trades only: the bars go to nobody)."""
     texts = trade_texts(symbols)
     ws = {"type": "websocket", "host": "127.0.0.1", "port": 0, "batch_ms": batch_ms}
     ws |= {"queue_size": 100_000, "max_lag_s": None, "heartbeat_s": 3600}
     ws |= {"processes": processes}
     server = acquire(WebsocketSink.model_validate(ws))
-    operators: dict[str, Any] = {"book": {"enabled": False}}
+    # Dedupe stays off: the paced source repeats the capture's trade ids.
+    operators: dict[str, Any] = {"book": {"enabled": False}, "dedupe": {"enabled": False}}
     if busy:
-        operators |= {"dedupe": {"enabled": True}, "ohlcv": {"intervals": ["1s", "1m"]}}
+        operators["ohlcv"] = {"intervals": ["1s", "1m", "1h"]}
     else:
-        operators |= {"dedupe": {"enabled": False}, "ohlcv": {"enabled": False}}
+        operators["ohlcv"] = {"enabled": False}
     try:
         cfg = parse_config(
             {

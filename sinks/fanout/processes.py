@@ -73,6 +73,7 @@ class ServerProcesses:
         self._slots: list[_Slot] = []
         self._ctx = multiprocessing.get_context("spawn")  # never fork a multi-threaded engine
         self._stopping = threading.Event()
+        self._lost_lock = threading.Lock()
         self._supervisor: threading.Thread | None = None
 
     # ---- lifecycle ----
@@ -222,7 +223,8 @@ class ServerProcesses:
         ok = True
         for slot in self._slots:
             if not slot.feed.send(kind, payload):
-                self.lost += size
+                with self._lost_lock:  # the record and raw-frame sinks may be two workers
+                    self.lost += size
                 ok = False
         return ok
 

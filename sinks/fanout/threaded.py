@@ -1,4 +1,5 @@
-"""A fan-out server on its own event loop in a daemon thread, shared per process.
+"""A fan-out server on its own event loop in a daemon thread, shared per process
+(``processes: 0``; server processes are in ``processes.py``).
 
 ``ServerThread`` is what the pipeline talks to: ``publish(records)`` and
 ``publish_frames(items)`` may be called from any thread (the batch goes to the
