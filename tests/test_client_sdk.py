@@ -319,3 +319,23 @@ def test_plain_iterator_hands_over_batches_not_records(monkeypatch: pytest.Monke
                 break
     assert [t.model_dump(mode="json") for t in got] == MANY_TRADES
     assert hops < 20
+
+
+def test_the_sdk_asks_for_arrays_and_keeps_the_url_query() -> None:
+    with fanout_server(auth={"tokens": ["sesame-token"]}) as srv:
+
+        async def main() -> list[Any]:
+            url = srv.url + "?token=sesame-token"
+            stream = Stream(url, channels=["trades"], on_connect=lambda s: srv.publish(MANY_TRADES))
+            got = []
+            async for trade in stream:
+                got.append(trade)
+                if len(got) == len(MANY_TRADES):
+                    break
+            clients = srv.call(lambda hub: [c.arrays for c in hub.clients.values()])
+            await stream.close()
+            assert clients == [True]
+            return got
+
+        got = asyncio.run(main())
+    assert [t.model_dump(mode="json") for t in got] == MANY_TRADES
