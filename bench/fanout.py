@@ -28,12 +28,14 @@ unless the name says ``thread`` (``processes: 0``: a thread of the flow's proces
 
 - one-firehose: 1 raw-reader client subscribed to everything, no batching (baseline).
 - one-sdk-1k / -5k / -10k: the same through the Python SDK (typed pydantic
-  objects, ``async for``) at 1k, 5k and --rate frames/s.
-- recv-max / sdk-max: records/s one client takes, one record per message: the
-  client stops reading, the bench queues --max-records records for it in a server
-  process (no flow), then lets it read. recv-max is websockets' own ``recv()``
-  loop without decoding (baseline), sdk-max the SDK; sdk-max-batched the SDK with
-  batch_ms 20 (up to 500 records per message).
+  objects, ``async for``) at 1k, 5k and --rate frames/s, with a raw reader on the
+  same stream at the same time in its own process (the baseline of the ratio).
+- recv-max / sdk-max: records/s one client takes: the client stops reading, the
+  bench queues --max-records records for it in a server process (no flow; handed
+  over 10 at a time, as the flow does at 10k msg/s), then lets it read. recv-max
+  is websockets' own ``recv()`` loop without decoding, one record per message
+  (baseline); sdk-max the SDK (which asks for ``?arrays=1``: one array per
+  hand-over); sdk-max-batched the SDK with batch_ms 20 (up to 500 per message).
 - 1000-by-symbol-thread / 1000-by-symbol: 1,000 clients, each subscribed to one of
   100 symbols (10 per symbol), no batching, 10k msg/s in, 100k msg/s out, with the
   engine busy (1s/1m/1h bars on): server thread vs server process.
@@ -386,7 +388,7 @@ def run(
     client: str = "reader",
     processes: int = 1,
     busy: bool = False,
-) -> Result:
+) -> list[Result]:
     """One scenario: the flow (this process) at ``rate`` frames/s into the fan-out
     (``processes`` 0: a thread of this process; else server processes), clients in
     another process. ``busy``: 1s/1m/1h bars on, so the engine works harder (clients
@@ -412,44 +414,58 @@ def run(
             }
         )
         ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
         deadline = seconds + 90
-        if client == "sdk":
-            proc = ctx.Process(target=sdk_client_process, args=(server.url, deadline, child))
-        else:
-            subs = []
-            for i in range(clients):
-                request: dict[str, Any] = {"type": "subscribe", "channels": ["trades"]}
-                if by_symbol:
-                    request["symbols"] = [f"S{i % symbols:03d}/USDT"]
-                subs.append(_json(request))
-            proc = ctx.Process(target=client_process, args=(server.url, subs, deadline, child))
-        proc.start()
-        if not parent.poll(120) or parent.recv() != "ready":
-            raise RuntimeError("clients did not connect")
+        subs = []
+        for i in range(clients):
+            request: dict[str, Any] = {"type": "subscribe", "channels": ["trades"]}
+            if by_symbol:
+                request["symbols"] = [f"S{i % symbols:03d}/USDT"]
+            subs.append(_json(request))
+        # The SDK runs beside a raw reader on the same stream: the same moments of
+        # machine load hit both, so their ratio is fair.
+        kinds = ["sdk", "reader"] if client == "sdk" else ["reader"]
+        pipes, procs = [], []
+        for kind in kinds:
+            parent, child = ctx.Pipe()
+            if kind == "sdk":
+                proc = ctx.Process(target=sdk_client_process, args=(server.url, deadline, child))
+            else:
+                proc = ctx.Process(target=client_process, args=(server.url, subs, deadline, child))
+            proc.start()
+            if not parent.poll(120) or parent.recv() != "ready":
+                raise RuntimeError("clients did not connect")
+            pipes.append(parent)
+            procs.append(proc)
         flow = build_flow(cfg, source=PacedSource(texts, rate, seconds))
         run_main(flow)  # type: ignore[no-untyped-call]
-        raw, records, messages, dropped, *rest = parent.recv()
-        proc.join(30)
+        answers = [parent.recv() for parent in pipes]
+        for proc in procs:
+            proc.join(30)
         server_dropped = _status(server.http_url)["dropped"]
     finally:
         release(server)
-    latencies = array("q")
-    latencies.frombytes(raw)
     total = int(rate * seconds)
     expected = total * clients // symbols if by_symbol else total * clients
-    return Result(
-        name,
-        clients,
-        rate,
-        expected,
-        records,
-        messages,
-        dropped,
-        server_dropped,
-        list(latencies),
-        rest[0] if rest else 0.0,
-    )
+    results = []
+    for kind, (raw, records, messages, dropped, *rest) in zip(kinds, answers, strict=True):
+        latencies = array("q")
+        latencies.frombytes(raw)
+        label = name if kind == client else f"{name} (raw reader beside it)"
+        results.append(
+            Result(
+                label,
+                clients,
+                rate,
+                expected,
+                records,
+                messages,
+                dropped,
+                server_dropped,
+                list(latencies),
+                rest[0] if rest else 0.0,
+            )
+        )
+    return results
 
 
 def run_throughput(
@@ -473,11 +489,14 @@ def run_throughput(
         if not parent.poll(120) or parent.recv() != "ready":
             raise RuntimeError("client did not connect")
         total = int(rate * seconds)
-        for first in range(0, total, 1000):
+        # Batches of 10, as the flow hands them over at 10k msg/s (1 ms ticks): with
+        # ?arrays=1 (the SDK) each becomes one array message of 10 records.
+        for first in range(0, total, 10):
             stamp = time.time_ns() // 1000
-            server.publish([_trade(i, stamp) for i in range(first, min(total, first + 1000))])
-            while _status(server.http_url)["records"] < first - 20_000:
-                time.sleep(0.05)  # keep the feed's backlog small: nothing is dropped
+            server.publish([_trade(i, stamp) for i in range(first, min(total, first + 10))])
+            if first % 10_000 == 0:
+                while _status(server.http_url)["records"] < first - 20_000:
+                    time.sleep(0.05)  # keep the feed's backlog small: nothing is dropped
         while _status(server.http_url)["records"] < total:
             time.sleep(0.05)
         parent.send("go")
@@ -523,6 +542,9 @@ def _ratio(results: dict[str, Result], a: str, b: str, what: str) -> str | None:
     if not ta or not tb:
         return None
     return f"records/s {a} / {b}: {ta:,.0f} / {tb:,.0f} = {ta / tb:.2f}x"
+
+
+SDK_RATES = ("1k", "5k", "10k")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -580,17 +602,23 @@ def main(argv: list[str] | None = None) -> int:
     for name in chosen:
         spec = dict(scenarios[name])
         if spec.pop("throughput", False):
-            result = run_throughput(name, seconds=1.0, **spec)  # rate = records in all
+            runs = [run_throughput(name, seconds=1.0, **spec)]  # rate = records in all
         else:
-            result = run(name, seconds=seconds, **spec)
-        results[name] = result
-        print(result.row(), flush=True)
-        if result.dropped or result.server_dropped:
-            print(
-                f"  (dropped: client saw {result.dropped}, server counted {result.server_dropped})"
-            )
+            runs = run(name, seconds=seconds, **spec)
+        for result in runs:
+            results[result.name] = result
+            print(result.row(), flush=True)
+            if result.dropped or result.server_dropped:
+                print(
+                    f"  (dropped: client saw {result.dropped}, "
+                    f"server counted {result.server_dropped})"
+                )
+    beside = " (raw reader beside it)"
     ratios = [
-        _ratio(results, "one-sdk-10k", "one-firehose", "p99"),
+        *(
+            _ratio(results, f"one-sdk-{k}", f"one-sdk-{k}{beside}", "p99")
+            for k in ("1k", "5k", "10k")
+        ),
         _ratio(results, "sdk-max", "recv-max", "records/s"),
         _ratio(results, "1000-by-symbol-thread", "1000-by-symbol", "p99"),
     ]
