@@ -2,7 +2,7 @@
 
 Run from the repository root::
 
-    /work/venv/bin/python bench/fanout.py               # every scenario (~1.5 min)
+    /work/venv/bin/python bench/fanout.py               # every scenario (~4 min)
     /work/venv/bin/python bench/fanout.py --quick       # shorter runs (~30 s)
     /work/venv/bin/python bench/fanout.py --scenario one-firehose --seconds 20
     /work/venv/bin/python bench/fanout.py --switch-interval 0.0005   # GIL hand-off tuning
@@ -22,15 +22,29 @@ the same machine clock. The first second is warm-up and not counted; every run
 stops by itself (the source ends after --seconds, the clients 3 s after the
 last message or at a hard deadline).
 
-Scenarios (2-core machines: the server, the engine and every client share them):
+Scenarios (2-core machines: the engine, the server process(es) and every client
+share them). The server runs in its own process (``processes: 1``, the default)
+unless the name says ``thread`` (``processes: 0``: a thread of the flow's process).
 
-- one-firehose: 1 client subscribed to everything, no batching.
-- one-sdk:      the same through the Python SDK (typed pydantic objects).
-- 1000-by-symbol: 1,000 clients, each subscribed to one of 100 symbols
-  (10 per symbol), no batching: 10k msg/s in, 100k msg/s out.
-- 1000-by-symbol-batched: the same with batch_ms 20.
+- one-firehose: 1 raw-reader client subscribed to everything, no batching (baseline).
+- one-sdk-1k / -5k / -10k: the same through the Python SDK (typed pydantic
+  objects, ``async for``) at 1k, 5k and --rate frames/s, with a raw reader on the
+  same stream at the same time in its own process (the baseline of the ratio).
+- recv-max / sdk-max: records/s one client takes: the client stops reading, the
+  bench queues --max-records records for it in a server process (no flow; handed
+  over 10 at a time, as the flow does at 10k msg/s), then lets it read. recv-max
+  is websockets' own ``recv()`` loop without decoding, one record per message
+  (baseline); sdk-max the SDK (which asks for ``?arrays=1``: one array per
+  hand-over); sdk-max-batched the SDK with batch_ms 20 (up to 500 per message).
+- 1000-by-symbol-thread / 1000-by-symbol: 1,000 clients, each subscribed to one of
+  100 symbols (10 per symbol), no batching, 10k msg/s in, 100k msg/s out, with the
+  engine busy (1s/1m/1h bars on): server thread vs server process.
+- 1000-by-symbol-batched: the same (server process) with batch_ms 20.
 - 1000-firehose-batched: 1,000 clients subscribed to everything at --firehose-rate
   (default 1,000 msg/s in -> 1M records/s out) with batch_ms 50.
+
+At the end it prints ratios measured in the same run: SDK vs raw reader p99 at
+10k msg/s, SDK vs recv-loop records/s, and thread vs process p99 for 1,000 clients.
 """
 
 from __future__ import annotations
@@ -39,12 +53,14 @@ import argparse
 import asyncio
 import base64
 import gc
+import json
 import multiprocessing as mp
 import os
 import platform
 import re
 import sys
 import time
+import urllib.request
 from array import array
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,6 +74,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from candlewax.config import WebsocketSink, parse_config  # noqa: E402
+from candlewax.schema import make_trade  # noqa: E402
 from flows.pipeline import build_flow  # noqa: E402
 from sinks.fanout.threaded import acquire, release  # noqa: E402
 from sources.frames import RawFrame  # noqa: E402
@@ -193,6 +210,7 @@ class _Sink:
         self.messages = 0
         self.dropped = 0
         self.first_ts: int | None = None
+        self.first_rx = 0.0
         self.last_rx = 0.0
 
     def message(self, payload: bytes, now: int, reader: _Reader) -> None:
@@ -251,28 +269,73 @@ def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn
     asyncio.run(_clients(url, subscriptions, deadline_s, conn))
 
 
-def sdk_client_process(url: str, deadline_s: float, conn: Any) -> None:
+def sdk_client_process(url: str, deadline_s: float, conn: Any, hold: bool = False) -> None:
+    """One ``candlewax.client.Stream`` (typed records), as a user would iterate it.
+    ``hold``: after subscribing, wait for "go" before reading anything."""
     from candlewax.client import Stream
+
+    def connected(stream: Stream) -> None:
+        conn.send("ready")
+        if hold:
+            conn.recv()  # blocks this client's loop: the server queues meanwhile
 
     async def main() -> None:
         sink = _Sink()
-        stream = Stream(url, channels=["trades"], on_connect=lambda s: conn.send("ready"))
+        stream = Stream(url, channels=["trades"], on_connect=connected)
         hard_stop = time.monotonic() + deadline_s
-        it = stream.__aiter__()
-        while time.monotonic() < hard_stop:
-            try:
-                trade = await asyncio.wait_for(it.__anext__(), 3.0 if sink.records else 60.0)
-            except TimeoutError:
-                break
+
+        async def stopper() -> None:  # ends the iteration: 3 s idle, or the deadline
+            while time.monotonic() < hard_stop:
+                await asyncio.sleep(0.2)
+                if sink.last_rx and time.monotonic() - sink.last_rx > 3.0:
+                    break
+            await stream.close()
+
+        task = asyncio.get_running_loop().create_task(stopper())
+        warmup = WARMUP_S * 1e6
+        async for trade in stream:
             now = time.time_ns() // 1000
             ts = trade.ts_ingest  # type: ignore[union-attr]
             sink.records += 1
             if sink.first_ts is None:
                 sink.first_ts = ts
-            if ts >= sink.first_ts + WARMUP_S * 1e6:
+                sink.first_rx = time.monotonic()
+            sink.last_rx = time.monotonic()
+            if ts >= sink.first_ts + warmup:
                 sink.latencies.append(now - ts)
-        await stream.close()
-        conn.send((sink.latencies.tobytes(), sink.records, sink.records, stream.stats.dropped))
+        await task
+        receive_s = sink.last_rx - sink.first_rx
+        latencies = sink.latencies.tobytes()
+        conn.send((latencies, sink.records, sink.records, stream.stats.dropped, receive_s))
+
+    asyncio.run(main())
+
+
+def recv_loop_process(url: str, deadline_s: float, conn: Any, hold: bool = False) -> None:
+    """Baseline for the SDK's throughput: websockets' own ``recv()`` loop, no decoding."""
+    from websockets.asyncio.client import connect
+
+    async def main() -> None:
+        async with connect(url, compression=None, max_size=None, max_queue=1024) as ws:
+            await ws.send('{"type":"subscribe","channels":["trades"]}')
+            while b'"snapshot"' not in await ws.recv(decode=False):
+                pass
+            conn.send("ready")
+            if hold:
+                conn.recv()
+            count, first, last = 0, 0.0, 0.0
+            hard_stop = time.monotonic() + deadline_s
+            while time.monotonic() < hard_stop:
+                try:
+                    async with asyncio.timeout(3.0):
+                        await ws.recv(decode=False)
+                except TimeoutError:
+                    break
+                last = time.monotonic()
+                if not count:
+                    first = last
+                count += 1
+        conn.send((b"", count, count, 0, last - first))
 
     asyncio.run(main())
 
@@ -291,18 +354,25 @@ class Result:
     dropped: int
     server_dropped: int
     latencies: list[int]
+    receive_s: float = 0.0  # first to last record at the client (throughput runs)
+
+    def pct(self, p: float) -> float | None:
+        lat = sorted(self.latencies)
+        return lat[min(len(lat) - 1, int(p * len(lat)))] / 1000 if lat else None
 
     def row(self) -> str:
-        lat = sorted(self.latencies)
-
-        def pct(p: float) -> str:
-            return f"{lat[min(len(lat) - 1, int(p * len(lat)))] / 1000:.2f}" if lat else "-"
+        def fmt(value: float | None) -> str:
+            return "-" if value is None else f"{value:.2f}"
 
         loss = 1 - self.received / self.expected if self.expected else 0.0
+        per_s = self.received / self.receive_s if self.receive_s else None
+        lat_max = max(self.latencies) / 1000 if self.latencies else 0.0
         return (
             f"| {self.name} | {self.clients} | {self.rate:,.0f} | {self.expected:,} | "
-            f"{self.received:,} ({loss:.2%} lost) | {pct(0.5)} | {pct(0.99)} | {pct(0.999)} | "
-            f"{(lat[-1] / 1000 if lat else 0):.1f} |"
+            f"{self.received:,} ({loss:.2%} lost) | "
+            f"{'-' if per_s is None else f'{per_s:,.0f}'} | "
+            f"{fmt(self.pct(0.5))} | {fmt(self.pct(0.99))} | {fmt(self.pct(0.999))} | "
+            f"{lat_max:.1f} |"
         )
 
 
@@ -315,55 +385,136 @@ def run(
     symbols: int,
     batch_ms: float = 0.0,
     by_symbol: bool = False,
-    sdk: bool = False,
-) -> Result:
+    client: str = "reader",
+    processes: int = 1,
+    busy: bool = False,
+) -> list[Result]:
+    """One scenario: the flow (this process) at ``rate`` frames/s into the fan-out
+    (``processes`` 0: a thread of this process; else server processes), clients in
+    another process. ``busy``: 1s/1m/1h bars on, so the engine works harder (clients
+    take trades only: the bars go to nobody)."""
     texts = trade_texts(symbols)
     ws = {"type": "websocket", "host": "127.0.0.1", "port": 0, "batch_ms": batch_ms}
     ws |= {"queue_size": 100_000, "max_lag_s": None, "heartbeat_s": 3600}
+    ws |= {"processes": processes}
     server = acquire(WebsocketSink.model_validate(ws))
+    # Dedupe stays off: the paced source repeats the capture's trade ids.
+    operators: dict[str, Any] = {"book": {"enabled": False}, "dedupe": {"enabled": False}}
+    if busy:
+        operators["ohlcv"] = {"intervals": ["1s", "1m", "1h"]}
+    else:
+        operators["ohlcv"] = {"enabled": False}
     try:
         cfg = parse_config(
             {
                 "name": "bench-fanout",
                 "sources": [_source(symbols)],
-                "operators": {
-                    "dedupe": {"enabled": False},
-                    "ohlcv": {"enabled": False},
-                    "book": {"enabled": False},
-                },
+                "operators": operators,
                 "sinks": [{**ws, "port": server.address[1]}],
             }
         )
         ctx = mp.get_context("spawn")
-        parent, child = ctx.Pipe()
         deadline = seconds + 90
-        if sdk:
-            proc = ctx.Process(target=sdk_client_process, args=(server.url, deadline, child))
-        else:
-            subs = []
-            for i in range(clients):
-                request: dict[str, Any] = {"type": "subscribe", "channels": ["trades"]}
-                if by_symbol:
-                    request["symbols"] = [f"S{i % symbols:03d}/USDT"]
-                subs.append(_json(request))
-            proc = ctx.Process(target=client_process, args=(server.url, subs, deadline, child))
-        proc.start()
-        if not parent.poll(120) or parent.recv() != "ready":
-            raise RuntimeError("clients did not connect")
+        subs = []
+        for i in range(clients):
+            request: dict[str, Any] = {"type": "subscribe", "channels": ["trades"]}
+            if by_symbol:
+                request["symbols"] = [f"S{i % symbols:03d}/USDT"]
+            subs.append(_json(request))
+        # The SDK runs beside a raw reader on the same stream: the same moments of
+        # machine load hit both, so their ratio is fair.
+        kinds = ["sdk", "reader"] if client == "sdk" else ["reader"]
+        pipes, procs = [], []
+        for kind in kinds:
+            parent, child = ctx.Pipe()
+            if kind == "sdk":
+                proc = ctx.Process(target=sdk_client_process, args=(server.url, deadline, child))
+            else:
+                proc = ctx.Process(target=client_process, args=(server.url, subs, deadline, child))
+            proc.start()
+            if not parent.poll(120) or parent.recv() != "ready":
+                raise RuntimeError("clients did not connect")
+            pipes.append(parent)
+            procs.append(proc)
         flow = build_flow(cfg, source=PacedSource(texts, rate, seconds))
         run_main(flow)  # type: ignore[no-untyped-call]
-        raw, records, messages, dropped = parent.recv()
-        proc.join(30)
-        server_dropped = server.call(lambda hub: hub.dropped())
+        answers = [parent.recv() for parent in pipes]
+        for proc in procs:
+            proc.join(30)
+        server_dropped = _status(server.http_url)["dropped"]
     finally:
         release(server)
-    latencies = array("q")
-    latencies.frombytes(raw)
     total = int(rate * seconds)
     expected = total * clients // symbols if by_symbol else total * clients
-    return Result(
-        name, clients, rate, expected, records, messages, dropped, server_dropped, list(latencies)
-    )
+    results = []
+    for kind, (raw, records, messages, dropped, *rest) in zip(kinds, answers, strict=True):
+        latencies = array("q")
+        latencies.frombytes(raw)
+        label = name if kind == client else f"{name} (raw reader beside it)"
+        results.append(
+            Result(
+                label,
+                clients,
+                rate,
+                expected,
+                records,
+                messages,
+                dropped,
+                server_dropped,
+                list(latencies),
+                rest[0] if rest else 0.0,
+            )
+        )
+    return results
+
+
+def run_throughput(
+    name: str, *, rate: float, seconds: float, client: str, batch_ms: float = 0.0
+) -> Result:
+    """How many records/s one client takes, one record per WebSocket message: the
+    client subscribes and stops reading; the bench publishes ``rate * seconds``
+    records straight to a server process (no flow), waits until the server holds
+    them all for the client, then lets it read. records/s = received / (last - first
+    record at the client), so the server's own speed does not limit it."""
+    ws = {"type": "websocket", "host": "127.0.0.1", "port": 0, "processes": 1}
+    ws |= {"queue_size": 10_000_000, "max_lag_s": None, "heartbeat_s": 3600}
+    ws |= {"batch_ms": batch_ms}
+    server = acquire(WebsocketSink.model_validate(ws))
+    try:
+        ctx = mp.get_context("spawn")
+        parent, child = ctx.Pipe()
+        target = sdk_client_process if client == "sdk" else recv_loop_process
+        proc = ctx.Process(target=target, args=(server.url, seconds + 90, child, True))
+        proc.start()
+        if not parent.poll(120) or parent.recv() != "ready":
+            raise RuntimeError("client did not connect")
+        total = int(rate * seconds)
+        # Batches of 10, as the flow hands them over at 10k msg/s (1 ms ticks): with
+        # ?arrays=1 (the SDK) each becomes one array message of 10 records.
+        for first in range(0, total, 10):
+            stamp = time.time_ns() // 1000
+            server.publish([_trade(i, stamp) for i in range(first, min(total, first + 10))])
+            if first % 10_000 == 0:
+                while _status(server.http_url)["records"] < first - 20_000:
+                    time.sleep(0.05)  # keep the feed's backlog small: nothing is dropped
+        while _status(server.http_url)["records"] < total:
+            time.sleep(0.05)
+        parent.send("go")
+        _, records, messages, dropped, receive_s = parent.recv()
+        proc.join(30)
+        server_dropped = _status(server.http_url)["dropped"]
+    finally:
+        release(server)
+    return Result(name, 1, rate, total, records, messages, dropped, server_dropped, [], receive_s)
+
+
+def _trade(i: int, stamp: int) -> dict[str, Any]:
+    return make_trade("binance", "BTC/USDT", stamp, stamp, str(i), "60000.10", "0.001", "buy")
+
+
+def _status(base: str) -> dict[str, Any]:
+    with urllib.request.urlopen(f"{base}/status", timeout=10) as response:
+        return dict(json.loads(response.read()))
 
 
 def _source(symbols: int) -> dict[str, Any]:
@@ -377,30 +528,60 @@ def _json(value: Any) -> bytes:
     return orjson.dumps(value)
 
 
+def _ratio(results: dict[str, Result], a: str, b: str, what: str) -> str | None:
+    ra, rb = results.get(a), results.get(b)
+    if ra is None or rb is None:
+        return None
+    if what == "p99":
+        pa, pb = ra.pct(0.99), rb.pct(0.99)
+        if not pa or not pb:
+            return None
+        return f"p99 {a} / {b}: {pa:.2f} / {pb:.2f} ms = {pa / pb:.2f}x"
+    ta = ra.received / ra.receive_s if ra.receive_s else 0.0
+    tb = rb.received / rb.receive_s if rb.receive_s else 0.0
+    if not ta or not tb:
+        return None
+    return f"records/s {a} / {b}: {ta:,.0f} / {tb:,.0f} = {ta / tb:.2f}x"
+
+
+SDK_RATES = ("1k", "5k", "10k")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="5 s runs")
     parser.add_argument("--seconds", type=float, help="seconds of input per scenario (10)")
     parser.add_argument("--rate", type=float, default=10_000, help="frames per second in")
     parser.add_argument("--firehose-rate", type=float, default=1_000)
+    parser.add_argument(
+        "--max-records", type=int, default=200_000, help="records queued for the *-max runs"
+    )
     parser.add_argument("--scenario", action="append", help="run only these (repeatable)")
     parser.add_argument(
         "--switch-interval",
         type=float,
-        help="sys.setswitchinterval for the server process, seconds (default 0.005)",
+        help="sys.setswitchinterval for the flow's process, seconds (default 0.005)",
     )
     args = parser.parse_args(argv)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
     seconds = args.seconds or (5.0 if args.quick else 10.0)
     rate = args.rate
+    one = dict(clients=1, symbols=100)
+    by_symbol = dict(clients=1000, rate=rate, symbols=100, by_symbol=True, busy=True)
     scenarios: dict[str, dict[str, Any]] = {
-        "one-firehose": dict(clients=1, rate=rate, symbols=100),
-        "one-sdk": dict(clients=1, rate=rate, symbols=100, sdk=True),
-        "1000-by-symbol": dict(clients=1000, rate=rate, symbols=100, by_symbol=True),
-        "1000-by-symbol-batched": dict(
-            clients=1000, rate=rate, symbols=100, by_symbol=True, batch_ms=20.0
+        "one-firehose": dict(**one, rate=rate),
+        "one-sdk-1k": dict(**one, rate=1_000, client="sdk"),
+        "one-sdk-5k": dict(**one, rate=5_000, client="sdk"),
+        "one-sdk-10k": dict(**one, rate=rate, client="sdk"),
+        "recv-max": dict(rate=args.max_records, client="recv", throughput=True),
+        "sdk-max": dict(rate=args.max_records, client="sdk", throughput=True),
+        "sdk-max-batched": dict(
+            rate=args.max_records, client="sdk", throughput=True, batch_ms=20.0
         ),
+        "1000-by-symbol-thread": dict(**by_symbol, processes=0),
+        "1000-by-symbol": dict(**by_symbol, processes=1),
+        "1000-by-symbol-batched": dict(**by_symbol, batch_ms=20.0),
         "1000-firehose-batched": dict(
             clients=1000, rate=args.firehose_rate, symbols=100, batch_ms=50.0
         ),
@@ -409,20 +590,42 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"# fan-out latency, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {seconds:g} s per run, "
-        f"switch interval {sys.getswitchinterval() * 1000:g} ms"
+        f"switch interval {sys.getswitchinterval() * 1000:g} ms, "
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     print(
-        "| scenario | clients | msg/s in | records expected | received "
+        "| scenario | clients | msg/s in | records expected | received | records/s "
         "| p50 ms | p99 ms | p99.9 ms | max ms |"
     )
-    print("|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|")
+    results: dict[str, Result] = {}
     for name in chosen:
-        result = run(name, seconds=seconds, **scenarios[name])
-        print(result.row(), flush=True)
-        if result.dropped or result.server_dropped:
-            print(
-                f"  (dropped: client saw {result.dropped}, server counted {result.server_dropped})"
-            )
+        spec = dict(scenarios[name])
+        if spec.pop("throughput", False):
+            runs = [run_throughput(name, seconds=1.0, **spec)]  # rate = records in all
+        else:
+            runs = run(name, seconds=seconds, **spec)
+        for result in runs:
+            results[result.name] = result
+            print(result.row(), flush=True)
+            if result.dropped or result.server_dropped:
+                print(
+                    f"  (dropped: client saw {result.dropped}, "
+                    f"server counted {result.server_dropped})"
+                )
+    beside = " (raw reader beside it)"
+    ratios = [
+        *(
+            _ratio(results, f"one-sdk-{k}", f"one-sdk-{k}{beside}", "p99")
+            for k in ("1k", "5k", "10k")
+        ),
+        _ratio(results, "sdk-max", "recv-max", "records/s"),
+        _ratio(results, "1000-by-symbol-thread", "1000-by-symbol", "p99"),
+    ]
+    for line in ratios:
+        if line is not None:
+            print(line)
+    print(f"# load average after: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     return 0
 
 

@@ -271,6 +271,13 @@ class WebsocketSink(_Strict):
     max_subscriptions: int = Field(64, ge=1, description="per connection")
     client_rate: float = Field(20.0, gt=0, description="client messages per second (sustained)")
     client_burst: int = Field(100, ge=1, description="client messages allowed in a burst")
+    processes: int = Field(
+        1,
+        ge=0,
+        le=64,
+        description="server processes fed by the flow (own GIL each; several share the port "
+        "with SO_REUSEPORT); 0 = a thread in the flow's process",
+    )
     auth: WebsocketAuth = Field(default_factory=WebsocketAuth)
 
 

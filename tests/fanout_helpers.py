@@ -15,7 +15,7 @@ from flow_helpers import CAPTURES, OKX_TBT, OKX_V5, read_jsonl
 from candlewax.client import Stream
 from candlewax.client.messages import Message, kind_of
 from candlewax.config import PipelineConfig, WebsocketSink, parse_config
-from sinks.fanout.threaded import ServerThread, acquire, release
+from sinks.fanout.threaded import Fanout, ServerThread, acquire, release
 
 USDM = CAPTURES / "binance" / "cryptofeed_usdm_2021-07-22_4symbols.jsonl.gz"
 CONTROL = frozenset(
@@ -25,14 +25,26 @@ Record = dict[str, Any]
 
 
 def ws_config(**options: Any) -> WebsocketSink:
+    """In-process (a thread) unless ``processes`` is given: these tests look inside the hub."""
     return WebsocketSink.model_validate(
-        {"type": "websocket", "host": "127.0.0.1", "port": 0, **options}
+        {"type": "websocket", "host": "127.0.0.1", "port": 0, "processes": 0, **options}
     )
+
+
+@contextmanager
+def fanout_service(**options: Any) -> Iterator[Fanout]:
+    """A server in a thread (``processes=0``, the default here) or in server processes."""
+    server = acquire(ws_config(**options))
+    try:
+        yield server
+    finally:
+        release(server)
 
 
 @contextmanager
 def fanout_server(**options: Any) -> Iterator[ServerThread]:
     server = acquire(ws_config(**options))
+    assert isinstance(server, ServerThread)
     try:
         yield server
     finally:

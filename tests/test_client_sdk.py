@@ -254,3 +254,88 @@ def test_one_unreadable_snapshot_record_costs_only_itself() -> None:
     }
     (message,) = decode(orjson.dumps(snapshot), typed=True, stats=stats)
     assert [type(r).__name__ for r in message.records] == ["Trade"]
+
+
+MANY_TRADES = [
+    make_trade("binance", "BTC/USDT", 10 + i, 20 + i, str(i), "60000.5", "0.1", "buy")
+    for i in range(300)
+]
+
+
+def test_receiving_schedules_no_timer_per_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The heartbeat timeout is one watchdog timer per timeout period: a timeout
+    around every receive scheduled and cancelled a timer per message, which halved
+    the SDK's throughput."""
+    timers = 0
+    client_loop: list[asyncio.AbstractEventLoop] = []
+    call_at = asyncio.BaseEventLoop.call_at
+
+    def counting(self: asyncio.BaseEventLoop, *args: Any, **kwargs: Any) -> Any:
+        nonlocal timers
+        timers += self in client_loop
+        return call_at(self, *args, **kwargs)
+
+    monkeypatch.setattr(asyncio.BaseEventLoop, "call_at", counting)
+    with fanout_server() as srv:
+
+        async def main() -> int:
+            client_loop.append(asyncio.get_running_loop())
+            got = 0
+            stream = Stream(
+                srv.url, channels=["trades"], on_connect=lambda s: srv.publish(MANY_TRADES)
+            )
+            async for _ in stream:
+                got += 1
+                if got == len(MANY_TRADES):
+                    break
+            await stream.close()
+            return got
+
+        assert asyncio.run(main()) == len(MANY_TRADES)
+    assert timers < 20
+
+
+def test_plain_iterator_hands_over_batches_not_records(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``for msg in Stream(...)``: the consumer thread does not call into the
+    connection's loop per record (one round trip per record capped it)."""
+    consumer = threading.current_thread()
+    hops = 0
+    call_soon_threadsafe = asyncio.BaseEventLoop.call_soon_threadsafe
+
+    def counting(self: asyncio.BaseEventLoop, *args: Any, **kwargs: Any) -> Any:
+        nonlocal hops
+        hops += threading.current_thread() is consumer and self is not server_loop
+        return call_soon_threadsafe(self, *args, **kwargs)
+
+    with fanout_server(batch_ms=5) as srv:
+        server_loop = srv._thread.loop
+        monkeypatch.setattr(asyncio.BaseEventLoop, "call_soon_threadsafe", counting)
+        got = []
+        for message in Stream(
+            srv.url, channels=["trades"], on_connect=lambda s: srv.publish(MANY_TRADES)
+        ):
+            got.append(message)
+            if len(got) == len(MANY_TRADES):
+                break
+    assert [t.model_dump(mode="json") for t in got] == MANY_TRADES
+    assert hops < 20
+
+
+def test_the_sdk_asks_for_arrays_and_keeps_the_url_query() -> None:
+    with fanout_server(auth={"tokens": ["sesame-token"]}) as srv:
+
+        async def main() -> list[Any]:
+            url = srv.url + "?token=sesame-token"
+            stream = Stream(url, channels=["trades"], on_connect=lambda s: srv.publish(MANY_TRADES))
+            got = []
+            async for trade in stream:
+                got.append(trade)
+                if len(got) == len(MANY_TRADES):
+                    break
+            clients = srv.call(lambda hub: [c.arrays for c in hub.clients.values()])
+            await stream.close()
+            assert clients == [True]
+            return got
+
+        got = asyncio.run(main())
+    assert [t.model_dump(mode="json") for t in got] == MANY_TRADES

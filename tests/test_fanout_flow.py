@@ -21,7 +21,7 @@ from fanout_helpers import (
     Client,
     Record,
     as_dict,
-    fanout_server,
+    fanout_service,
     jsonl_records,
     recorded_frames,
     three_venue_config,
@@ -29,7 +29,7 @@ from fanout_helpers import (
 
 from candlewax.schema import CHANNEL_OF_TYPE, validate_record
 from flows.runner import run_pipeline
-from sinks.fanout.threaded import ServerThread
+from sinks.fanout.threaded import Fanout
 
 SPECS: dict[str, dict[str, Any]] = {
     "default": {},
@@ -90,16 +90,18 @@ def by_channel(records: list[Record]) -> dict[str, list[Record]]:
 
 @dataclass
 class Run:
-    server: ServerThread
+    server: Fanout
     clients: dict[str, Client]
     records: list[Record]
     out: Path
 
 
-@pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Run]:
+@pytest.fixture(scope="module", params=[0, 1], ids=["in-process", "server-process"])
+def run(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest) -> Iterator[Run]:
+    """The same run with the server as a thread of the flow's process and as a server
+    process fed by it (``processes: 1``)."""
     out = tmp_path_factory.mktemp("fanout")
-    with fanout_server(raw=True) as server:
+    with fanout_service(raw=True, processes=request.param) as server:
         cfg = three_venue_config(out, server.address[1], raw=True)
 
         async def main() -> dict[str, Client]:
@@ -236,8 +238,9 @@ def test_http_snapshot_status_metrics_health(run: Run) -> None:
     assert httpx.get(f"{base}/nope").status_code == 404
 
 
-def test_several_workers_deliver_the_same_records(tmp_path: Path) -> None:
-    with fanout_server() as server:
+@pytest.mark.parametrize("processes", [0, 1])
+def test_several_workers_deliver_the_same_records(tmp_path: Path, processes: int) -> None:
+    with fanout_service(processes=processes) as server:
         cfg = three_venue_config(tmp_path, server.address[1], workers=2)
 
         async def main() -> Client:

@@ -352,3 +352,56 @@ def test_http_endpoints_need_the_token_when_auth_is_on() -> None:
                 assert ok.status_code == 200, path
             signed = make_token(SECRET, "grafana", 60)
             assert http.get(f"{base}/status", params={"token": signed}).status_code == 200
+
+
+def test_arrays_clients_get_one_array_per_dispatch_others_one_object_per_record() -> None:
+    trades = [
+        make_trade("binance", "BTC/USDT", 1, 2, str(i), "60000.5", "0.01", "buy") for i in range(3)
+    ]
+    book = {
+        "type": "book",
+        "schema_version": 1,
+        "venue": "binance",
+        "symbol": "BTC/USDT",
+        "ts_exchange": 1,
+        "ts_ingest": 2,
+        "depth": 3,
+        "bids": [["100", "1"], ["99", "2"], ["98", "3"]],
+        "asks": [["101", "1"], ["102", "2"], ["103", "3"]],
+        "sequence": 5,
+    }
+    top2 = {**book, "depth": 2, "bids": book["bids"][:2], "asks": book["asks"][:2]}
+    with fanout_server() as srv:
+
+        async def subscribed(query: str, depth: int) -> ClientConnection:
+            ws = await connect(srv.url + query, compression=None)
+            await ws.recv()  # hello
+            request = {"type": "subscribe", "channels": ["trades", "orderbook"], "depth": depth}
+            await ws.send(orjson.dumps(request).decode())
+            await ws.recv()  # subscribed
+            await ws.recv()  # snapshot
+            return ws
+
+        async def until_pong(ws: ClientConnection) -> list[Any]:
+            await ws.send('{"type":"ping"}')
+            out: list[Any] = []
+            while True:
+                message = orjson.loads(await ws.recv())
+                if isinstance(message, dict) and message["type"] == "pong":
+                    await ws.close()
+                    return out
+                out.append(message)
+
+        async def main() -> list[list[Any]]:
+            sockets = [
+                await subscribed("?arrays=1", 2),
+                await subscribed("", 2),
+                await subscribed("?arrays=1", 3),
+            ]
+            srv.publish([*trades, book])  # one dispatch
+            return [await until_pong(ws) for ws in sockets]
+
+        arrays, plain, full = asyncio.run(main())
+    assert arrays == [[*trades, top2]]
+    assert plain == [*trades, top2]
+    assert full == [[*trades, book]]

@@ -18,7 +18,7 @@ WebSocket (``Authorization: Bearer <token>`` or ``?token=``), else 401.
 from __future__ import annotations
 
 import http
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -31,12 +31,21 @@ from sinks.fanout.auth import Authenticator, AuthError, token_of
 from sinks.fanout.hub import Hub
 
 PROMETHEUS_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+WS_PREFIX = b"candlewax_ws_"
 
 
 class HttpRoutes:
-    def __init__(self, hub: Hub, ws_path: str | None, auth: Authenticator) -> None:
-        """``ws_path`` None: this port serves no WebSocket (a side port)."""
+    def __init__(
+        self,
+        hub: Hub,
+        ws_path: str | None,
+        auth: Authenticator,
+        upstream: Callable[[], Awaitable[bytes | None]] | None = None,
+    ) -> None:
+        """``ws_path`` None: this port serves no WebSocket (a side port). ``upstream``:
+        the flow process's Prometheus text when this server runs in its own process."""
         self.hub = hub
+        self.upstream = upstream
         self.ws_path = ws_path
         self.auth = auth
         self.routes: dict[str, Callable[[dict[str, list[str]]], tuple[int, str, str]]] = {
@@ -46,7 +55,7 @@ class HttpRoutes:
             "/snapshot": self._snapshot,
         }
 
-    def __call__(self, conn: ServerConnection, request: Request) -> Response | None:
+    async def __call__(self, conn: ServerConnection, request: Request) -> Response | None:
         url = urlsplit(request.path)
         if url.path == self.ws_path:
             return None  # continue the WebSocket handshake
@@ -59,6 +68,11 @@ class HttpRoutes:
                 self.auth.check(token_of(request))
             except AuthError as exc:
                 return _respond(conn, 401, f"{exc}\n", "text/plain; charset=utf-8")
+        if url.path == "/metrics" and self.upstream is not None:
+            upstream = await self.upstream()  # the flow process's own, fresh
+            own = self._metrics({})[1].encode()
+            text = own if upstream is None else merge_exposition(upstream, own)
+            return _respond(conn, 200, text.decode(), PROMETHEUS_TYPE)
         try:
             status, body, content_type = route(parse_qs(url.query))
         except ValueError as exc:
@@ -110,3 +124,19 @@ def _respond(conn: ServerConnection, status: int, body: str, content_type: str) 
     del response.headers["Content-Type"]
     response.headers["Content-Type"] = content_type
     return response
+
+
+def merge_exposition(upstream: bytes, own: bytes) -> bytes:
+    """The flow process's metrics with the fan-out's families (``candlewax_ws_*``)
+    taken from this process, where they are counted (every family is registered in
+    both). Families are the blocks starting at ``# HELP <name>``."""
+    mine = {name: block for name, block in _families(own).items() if name.startswith(WS_PREFIX)}
+    kept = [block for name, block in _families(upstream).items() if name not in mine]
+    return b"".join([*kept, *mine.values()])
+
+
+def _families(text: bytes) -> dict[bytes, bytes]:
+    out: dict[bytes, bytes] = {}
+    for block in text.split(b"# HELP ")[1:]:
+        out[block.split(b" ", 1)[0]] = b"# HELP " + block
+    return out

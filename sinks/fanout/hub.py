@@ -29,22 +29,30 @@ from sources.frames import RawFrame
 Record = dict[str, Any]
 FrameItem = tuple[RawFrame, str | None]
 SubId = str | int
+AS_IS = -1  # a record's payload not cut to a smaller book depth
+
+
+GroupKey = tuple[frozenset[Filter], bool]
 
 
 class Group:
-    """Clients subscribed to exactly the same set of filters."""
+    """Clients subscribed to exactly the same set of filters, wanting the same shape
+    (``arrays``: the records of one dispatch as one JSON array message)."""
 
-    def __init__(self, filters: frozenset[Filter]) -> None:
+    def __init__(self, filters: frozenset[Filter], arrays: bool) -> None:
         self.filters = filters
+        self.arrays = arrays
+        self.key: GroupKey = (filters, arrays)
         self.members: list[Outbox] = []
 
 
 class Client:
     _ids = itertools.count(1)
 
-    def __init__(self, outbox: Outbox) -> None:
+    def __init__(self, outbox: Outbox, arrays: bool = False) -> None:
         self.id = next(Client._ids)
         self.outbox = outbox
+        self.arrays = arrays  # asked for ?arrays=1: one JSON array per dispatch
         self.subs: dict[SubId, Filter] = {}
         self.group: Group | None = None
         self._auto = itertools.count(1)
@@ -61,7 +69,7 @@ class Hub:
         self.cfg = cfg
         self.loop = loop
         self.clients: dict[int, Client] = {}
-        self.groups: dict[frozenset[Filter], Group] = {}
+        self.groups: dict[GroupKey, Group] = {}
         self.routes: dict[RouteKey, list[tuple[Group, int]]] = {}
         self.state = LatestState()
         self.started = time.monotonic()
@@ -71,7 +79,6 @@ class Hub:
         self._pending_frames: list[FrameItem] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._unwritten: list[Outbox] = []  # outboxes with bytes put this iteration
-        self._wrap = _identity if self.batch_s > 0 else text_frame
         self._reported = {"sent": 0, "dropped": 0, "queued": 0, "clients": 0, "subs": 0}
         self._gone_sent = 0  # messages sent to clients that have left
         self._gone_dropped = 0
@@ -126,7 +133,7 @@ class Hub:
             return
         out: dict[Group, list[bytes]] = {}
         routes = self.routes
-        wrap = self._wrap
+        framed = self.batch_s == 0  # framed payloads for groups that get one record a message
         for record in records:
             key = route_key(record)
             if key is None:
@@ -137,7 +144,7 @@ class Hub:
             if not targets:
                 continue
             try:
-                self._add(out, record, targets, wrap)
+                self._add(out, record, targets, framed)
             except (TypeError, KeyError, ValueError):  # breaks the contract: count, skip
                 self.encode_errors += 1
         for frame, symbol in frames:
@@ -145,28 +152,32 @@ class Hub:
             if targets is None:
                 targets = self._route((RAW, frame.venue, symbol))
             if targets:
-                payload = wrap(encode(_raw_message(frame, symbol)))
+                payload = encode(_raw_message(frame, symbol))
+                framed_payload = text_frame(payload) if framed else payload
                 for group, _ in targets:
-                    out.setdefault(group, []).append(payload)
+                    chosen = payload if group.arrays else framed_payload
+                    out.setdefault(group, []).append(chosen)
         for group, payloads in out.items():
             self._send(group, payloads)
 
     @staticmethod
-    def _add(out: dict[Group, list[bytes]], record: Record, targets: Any, wrap: Any) -> None:
-        plain: bytes | None = None
-        variants: dict[int, bytes] | None = None
+    def _add(out: dict[Group, list[bytes]], record: Record, targets: Any, framed: bool) -> None:
+        """Each record is encoded once per book depth asked for, and framed once if some
+        group takes it as a message of its own."""
+        encoded: dict[int, bytes] = {}  # by the depth it was cut to (AS_IS: not cut)
+        frames: dict[int, bytes] = {}
         is_book = record["type"] == "book"
         for group, depth in targets:
-            if is_book and depth != FULL and depth < record["depth"]:
-                if variants is None:
-                    variants = {}
-                payload = variants.get(depth)
-                if payload is None:
-                    payload = variants[depth] = wrap(encode(truncate_book(record, depth)))
-            else:
-                if plain is None:
-                    plain = wrap(encode(record))
-                payload = plain
+            cut = depth if is_book and depth != FULL and depth < record["depth"] else AS_IS
+            payload = encoded.get(cut)
+            if payload is None:
+                payload = encode(record if cut == AS_IS else truncate_book(record, cut))
+                encoded[cut] = payload
+            if framed and not group.arrays:
+                frame = frames.get(cut)
+                if frame is None:
+                    frame = frames[cut] = text_frame(payload)
+                payload = frame
             bucket = out.get(group)
             if bucket is None:
                 out[group] = [payload]
@@ -174,7 +185,7 @@ class Hub:
                 bucket.append(payload)
 
     def _send(self, group: Group, payloads: list[bytes]) -> None:
-        if self.batch_s > 0:
+        if self.batch_s > 0 or group.arrays:
             size = self.cfg.batch_max
             frames = b"".join(
                 text_frame(b"[" + b",".join(payloads[i : i + size]) + b"]")
@@ -197,8 +208,8 @@ class Hub:
 
     # ---- clients ----
 
-    def connect(self, outbox: Outbox) -> Client:
-        client = Client(outbox)
+    def connect(self, outbox: Outbox, arrays: bool = False) -> Client:
+        client = Client(outbox, arrays)
         self.clients[client.id] = client
         hello = {
             "type": "hello",
@@ -274,15 +285,15 @@ class Hub:
         if old is not None:
             old.members.remove(client.outbox)
             if not old.members:
-                del self.groups[old.filters]
+                del self.groups[old.key]
                 self.routes.clear()
         client.group = None
         if not client.subs:
             return
-        filters = frozenset(client.subs.values())
-        group = self.groups.get(filters)
+        key = (frozenset(client.subs.values()), client.arrays)
+        group = self.groups.get(key)
         if group is None:
-            group = self.groups[filters] = Group(filters)
+            group = self.groups[key] = Group(*key)
             self.routes.clear()
         group.members.append(client.outbox)
         client.group = group
@@ -350,10 +361,6 @@ class Hub:
         metrics.WS_CLIENTS.dec(before["clients"])
         metrics.WS_SUBSCRIPTIONS.dec(before["subs"])
         self._reported = {**before, "queued": 0, "clients": 0, "subs": 0}
-
-
-def _identity(payload: bytes) -> bytes:
-    return payload
 
 
 def _raw_message(frame: RawFrame, symbol: str | None) -> dict[str, Any]:

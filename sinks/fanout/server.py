@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import math
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.exceptions import ConnectionClosed
@@ -31,8 +33,12 @@ CLOSE_TIMEOUT_S = 2.0
 
 
 class FanoutServer:
-    def __init__(self, cfg: WebsocketSink) -> None:
+    def __init__(self, cfg: WebsocketSink, *, reuse_port: bool = False) -> None:
+        """``reuse_port``: several server processes share the port (SO_REUSEPORT)."""
         self.cfg = cfg
+        self.reuse_port = reuse_port
+        # A server process: fetches the flow process's Prometheus text for /metrics.
+        self.upstream_metrics: Callable[[], Awaitable[bytes | None]] | None = None
         self.auth = Authenticator(cfg.auth)
         self.hub: Hub | None = None
         self.address: tuple[str, int] | None = None
@@ -51,11 +57,13 @@ class FanoutServer:
             "close_timeout": CLOSE_TIMEOUT_S,
             "server_header": "candlewax",
         }
+        if self.reuse_port:
+            options["reuse_port"] = True
         main = await serve(
             self._handle,
             cfg.host,
             cfg.port,
-            process_request=HttpRoutes(hub, cfg.path, self.auth),
+            process_request=HttpRoutes(hub, cfg.path, self.auth, self._upstream),
             **options,
         )
         self._servers.append(main)
@@ -65,7 +73,7 @@ class FanoutServer:
                 self._handle,
                 cfg.host,
                 cfg.http_port,
-                process_request=HttpRoutes(hub, None, self.auth),
+                process_request=HttpRoutes(hub, None, self.auth, self._upstream),
                 **options,
             )
             self._servers.append(side)
@@ -75,6 +83,10 @@ class FanoutServer:
             loop.create_task(self._housekeeping()),
         ]
         return self.address
+
+    async def _upstream(self) -> bytes | None:
+        fetch = self.upstream_metrics
+        return None if fetch is None else await fetch()
 
     async def stop(self, grace_s: float = 1.0) -> None:
         """Send what is queued (up to ``grace_s``), then close every connection (1001)."""
@@ -146,7 +158,7 @@ class FanoutServer:
         outbox = Outbox(
             conn, self.cfg.queue_size, WRITE_LIMIT, hub.mark_pending, self.cfg.max_reply_bytes
         )
-        client = hub.connect(outbox)
+        client = hub.connect(outbox, arrays=_wants_arrays(conn.request.path))
         sender = asyncio.get_running_loop().create_task(outbox.run())
         expiry = None
         if expires != math.inf:
@@ -195,6 +207,12 @@ async def _close_or_abort(conn: ServerConnection, code: int, reason: str) -> Non
         await asyncio.wait_for(conn.close(code, reason), CLOSE_TIMEOUT_S + 0.5)
     except (TimeoutError, OSError):
         conn.transport.abort()
+
+
+def _wants_arrays(path: str) -> bool:
+    """``?arrays=1``: the records of one dispatch come as one JSON array message (the
+    SDK asks for it: one message to handle per engine tick instead of per record)."""
+    return parse_qs(urlsplit(path).query).get("arrays", [""])[-1] in ("1", "true")
 
 
 def _bound(server: Server) -> tuple[str, int]:

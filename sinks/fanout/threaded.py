@@ -1,4 +1,5 @@
-"""A fan-out server on its own event loop in a daemon thread, shared per process.
+"""A fan-out server on its own event loop in a daemon thread, shared per process
+(``processes: 0``; server processes are in ``processes.py``).
 
 ``ServerThread`` is what the pipeline talks to: ``publish(records)`` and
 ``publish_frames(items)`` may be called from any thread (the batch goes to the
@@ -13,7 +14,7 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeAlias, TypeVar
 
 from candlewax.config import WebsocketSink
 from candlewax.loop_thread import LoopThread
@@ -21,6 +22,8 @@ from sinks.fanout.hub import FrameItem, Hub, Record
 from sinks.fanout.server import FanoutServer
 
 T = TypeVar("T")
+if TYPE_CHECKING:
+    from sinks.fanout.processes import ServerProcesses
 MAX_INFLIGHT = 200_000  # records waiting for the server loop before publishers wait
 MAX_BLOCK_S = 0.5  # longest a publisher waits before its batch is dropped (and counted)
 
@@ -52,12 +55,12 @@ class ServerThread:
     @property
     def url(self) -> str:
         host, port = self.address
-        return f"ws://{_connectable(host)}:{port}{self.cfg.path}"
+        return f"ws://{connectable(host)}:{port}{self.cfg.path}"
 
     @property
     def http_url(self) -> str:
         host, port = self.server.http_address or self.address
-        return f"http://{_connectable(host)}:{port}"
+        return f"http://{connectable(host)}:{port}"
 
     def publish(self, records: list[Record]) -> bool:
         """Hand a batch of records to the server (any thread; the list is not copied:
@@ -114,14 +117,17 @@ class ServerThread:
         return asyncio.run_coroutine_threadsafe(run(), loop).result(timeout)
 
 
-def _connectable(host: str) -> str:
+Fanout: TypeAlias = "ServerThread | ServerProcesses"  # what the sinks publish to
+
+
+def connectable(host: str) -> str:
     if host in ("0.0.0.0", ""):
         return "127.0.0.1"
     return f"[{host}]" if ":" in host else host
 
 
 class _Held:
-    def __init__(self, thread: ServerThread, keys: list[tuple[str, int]]) -> None:
+    def __init__(self, thread: Fanout, keys: list[tuple[str, int]]) -> None:
         self.thread = thread
         self.keys = keys
         self.refs = 0
@@ -131,15 +137,16 @@ _LOCK = threading.Lock()
 _SERVERS: dict[tuple[str, int], _Held] = {}
 
 
-def acquire(cfg: WebsocketSink) -> ServerThread:
+def acquire(cfg: WebsocketSink) -> Fanout:
     """The running server for ``cfg.host:cfg.port`` in this process, started (with
-    ``cfg``) if there is none; a later caller with other settings gets the running one.
+    ``cfg``: ``processes: 0`` a thread here, else server processes) if there is none;
+    a later caller with other settings gets the running one.
     Every ``acquire`` needs a ``release``; the last one stops the server. A server
     started with port 0 is also found by the port it bound."""
     with _LOCK:
         held = _SERVERS.get((cfg.host, cfg.port))
         if held is None:
-            thread = ServerThread(cfg)
+            thread: Fanout = ServerThread(cfg) if cfg.processes == 0 else _processes(cfg)
             _, port = thread.start()
             keys = [(cfg.host, cfg.port)]
             if port != cfg.port:
@@ -151,7 +158,13 @@ def acquire(cfg: WebsocketSink) -> ServerThread:
         return held.thread
 
 
-def release(thread: ServerThread) -> None:
+def _processes(cfg: WebsocketSink) -> Fanout:
+    from sinks.fanout.processes import ServerProcesses  # imports this module
+
+    return ServerProcesses(cfg)
+
+
+def release(thread: Fanout) -> None:
     with _LOCK:
         held = next((h for h in _SERVERS.values() if h.thread is thread), None)
         if held is None:
