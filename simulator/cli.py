@@ -79,6 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--okx-seq-ids", action="store_true", help="add seqId/prevSeqId (OKX)")
     parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="replay the capture forever: a connection is closed at the end of the tape and the "
+        "next one gets it again with trade/book ids and event times moved forward",
+    )
+    parser.add_argument(
         "--ping-interval",
         type=float,
         help="seconds between server WebSocket pings (default: Binance 20, OKX none)",
@@ -153,6 +159,7 @@ def make_simulator(args: argparse.Namespace) -> Simulator:
         faults=faults,
         okx_seq_ids=args.okx_seq_ids,
         ping_interval=args.ping_interval,
+        loop=args.loop,
     )
 
 

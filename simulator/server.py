@@ -28,6 +28,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from simulator.faults import Faults, add_okx_seq, corrupt_checksum
+from simulator.laps import LapShift
 from simulator.market import BINANCE_DEFAULT_LIMIT, BINANCE_MAX_LIMIT, Replica
 from simulator.tape import (
     BINANCE_VENUES,
@@ -60,6 +61,7 @@ class SimStats:
     disconnects: int = 0  # injected
     stalls: int = 0
     finished: int = 0  # connections that reached the end of the tape
+    laps: int = 0  # laps started after the first (``loop``), over all subscription sets
     rest_snapshots: int = 0
     okx_snapshots: int = 0
     subscribe_requests: int = 0
@@ -76,6 +78,7 @@ class _Client:
         self.subs: dict[str, Any] = {}  # subscription key -> stream name / OKX arg
         self.session: frozenset[str] | None = None  # subscription set at start
         self.cursor = 0  # next tape index
+        self.lap = 0  # ``loop``: which pass over the tape this connection serves
         self.sent = 0
         self.anchor_ts = 0
         self.anchor_clock = 0.0
@@ -106,6 +109,7 @@ class Simulator:
         faults: Faults | None = None,
         okx_seq_ids: bool = False,
         ping_interval: float | None = None,
+        loop: bool = False,
     ) -> None:
         self.tape = capture if isinstance(capture, Tape) else load_tape(capture, venue, limit)
         if self.tape.venue != venue:
@@ -131,6 +135,10 @@ class Simulator:
             ping_interval if ping_interval is not None else (20.0 if self.binance else None)
         )
         self.stats = SimStats(tape_frames=len(self.tape.entries))
+        # loop: at the end of the tape a connection is closed, and the next one of its
+        # subscription set starts the tape again with ids and times moved forward.
+        self.laps = LapShift(self.tape) if loop else None
+        self._lap_of: dict[frozenset[str], int] = {}
         self._positions: dict[frozenset[str], int] = {}
         self._last_sender: dict[str, _Client] = {}  # Binance symbol -> client
         self._base = Replica(self.tape)  # position 0: the capture's own snapshots
@@ -204,6 +212,8 @@ class Simulator:
         body = market.binance_depth(symbol, limit)
         if body is None:
             return _json(connection, 400, {"code": -1121, "msg": "Invalid symbol."})
+        if self.laps is not None and client is not None:
+            body = self.laps.apply(body.decode(), client.lap).encode()
         self.stats.rest_snapshots += 1
         return _json(connection, 200, body)
 
@@ -311,6 +321,8 @@ class Simulator:
         ]
         for snapshot in filter(None, snapshots):
             self.stats.okx_snapshots += 1
+            if self.laps is not None:
+                snapshot = self.laps.apply(snapshot, client.lap)
             await client.ws.send(snapshot)
         if client.sender is None:
             self._start_sender(client)
@@ -322,10 +334,21 @@ class Simulator:
         session = frozenset(client.subs)
         client.session = session
         resume = self._positions.get(session, 0)
+        entries = self.tape.entries
+        if self.laps is not None and resume >= len(entries):
+            # The previous lap of this set is over: start the next one from the top.
+            self._lap_of[session] = self._lap_of.get(session, 0) + 1
+            self._positions[session] = resume = 0
+            self.stats.laps += 1
+        client.lap = self._lap_of.get(session, 0)
+        if client.lap and not resume and self.binance:
+            # REST snapshots of this set's books now come from this lap (the seed).
+            for entry in entries:
+                if entry.book is not None and entry.key in session:
+                    self._last_sender[entry.book] = client
         if resume:
             self.stats.resumed += 1
         start, back = resume, self.overlap
-        entries = self.tape.entries
         while start > 0 and back > 0:
             start -= 1
             if entries[start].key in session:
@@ -369,7 +392,8 @@ class Simulator:
                 # From here to the send there is no await: an OKX snapshot built for
                 # this client between two frames matches the frames already sent.
                 client.cursor += 1
-                self._positions[session] = max(self._positions.get(session, 0), client.cursor)
+                if client.lap == self._lap_of.get(session, 0):  # not a late one of the last lap
+                    self._positions[session] = max(self._positions.get(session, 0), client.cursor)
                 if entry.book is not None and self.binance:
                     self._last_sender[entry.book] = client
                 if entry.key not in client.subs:
@@ -387,6 +411,8 @@ class Simulator:
                         self._fired.add(entry.index)
                         stats.corrupted += 1
                         text = corrupt_checksum(text)
+                if self.laps is not None:
+                    text = self.laps.apply(text, client.lap)
                 await ws.send(text)
                 if await self._after_send(client, text):
                     return
@@ -395,6 +421,8 @@ class Simulator:
                     since_yield = 0
                     await asyncio.sleep(0)
             stats.finished += 1
+            if self.laps is not None:
+                await ws.close(1001, "end of capture lap: reconnect for the next one")
         except ConnectionClosed:
             pass
 
