@@ -88,12 +88,19 @@ class Probe:
     object built afterwards is registered here; ``sizes()`` reads them from any
     thread (plain ``len`` of containers: safe under the GIL while the engine runs).
     ``uninstall()`` restores the originals.
+
+    With ``observe=True`` each stateful step is also measured right after every
+    batch and timer call, in the worker thread: ``peaks`` then holds the largest
+    per-key size ever seen, never a reading taken halfway through a batch.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, observe: bool = False) -> None:
         self.logics: dict[str, list[Any]] = {"dedupe": [], "ohlcv": [], "book": []}
         self.normalizers: list[Any] = []
         self.feeds: list[Any] = []
+        self.observe = observe
+        self.peaks: dict[str, int] = {}
+        self.violations: list[str] = []  # per-key bounds exceeded (observe=True)
         self._undo: list[Callable[[], None]] = []
 
     def install(self) -> Probe:
@@ -137,11 +144,52 @@ class Probe:
             def recording_build(resume: Any) -> Any:
                 logic = build(resume)
                 registry.append(logic)
+                if self.observe:
+                    self._watch(step, logic)
                 return logic
 
             return recording_build
 
         self._patch(pipeline, factory_name, wrapped_factory)
+
+    def _watch(self, step: str, logic: Any) -> None:
+        for name in ("on_batch", "on_notify"):
+            method = getattr(logic, name)
+
+            def measured(*args: Any, _method: Any = method) -> Any:
+                result = _method(*args)
+                self._measure(step, logic)
+                return result
+
+            setattr(logic, name, measured)
+
+    def _peak(self, name: str, value: int, bound: int | None = None, key: str = "") -> None:
+        if value > self.peaks.get(name, -1):
+            self.peaks[name] = value
+        if bound is not None and value > bound:
+            self.violations.append(f"{name} {value} > bound {bound} ({key})")
+
+    def _measure(self, step: str, logic: Any) -> None:
+        """Per-key bounds, checked where they must hold: between two engine calls."""
+        if step == "dedupe":
+            d = logic.deduper
+            self._peak("dedupe_ids", len(d), d.capacity)
+        elif step == "ohlcv" and logic.builder is not None:
+            b = logic.builder
+            for interval in b._intervals:
+                # Open windows end after the watermark and start at or before the
+                # newest event: (lateness + length) / length of them at most.
+                bound = b.lateness_us // interval.length + 2
+                key = f"{b.venue}:{b.symbol} {interval.label}"
+                self._peak(f"bar_open_windows_{interval.label}", len(interval.windows), bound, key)
+        elif step == "book" and logic.keeper is not None:
+            k = logic.keeper
+            self._peak("book_levels", max(len(k.book.bids), len(k.book.asks)))
+            self._peak("book_buffer", len(k._buffer), k._buffer.maxlen, f"{k.venue}:{k.symbol}")
+            levels = self.peaks.setdefault(f"book_levels:{k.venue}:{k.symbol}", 0)
+            self.peaks[f"book_levels:{k.venue}:{k.symbol}"] = max(
+                levels, len(k.book.bids), len(k.book.asks)
+            )
 
     # ---- sizes ----
 
@@ -252,6 +300,8 @@ def soak_config(
     dedupe_capacity: int = 100_000,
     queue_size: int = 10_000,
     max_lag_s: float = 30.0,
+    max_queued: int = 200_000,
+    recorder: Path | None = None,
 ) -> PipelineConfig:
     """The pipeline under test: (venue, symbols, ws_url, rest_url) per simulator."""
     sources = [
@@ -261,10 +311,22 @@ def soak_config(
             "url": url,
             "rest_url": rest_url,
             "channels": ["trades", "book", "bbo"],
-            "reconnect": {"base_delay_s": 0.1, "max_delay_s": 2.0},
+            "reconnect": {"base_delay_s": 0.1, "max_delay_s": 2.0, "max_queued": max_queued},
         }
         for venue, symbols, url, rest_url in feeds
     ]
+    sinks: list[dict[str, Any]] = [
+        {"type": "jsonl", "path": str(out)},
+        {
+            "type": "websocket",
+            "host": "127.0.0.1",
+            "port": fanout_port,
+            "queue_size": queue_size,
+            "max_lag_s": max_lag_s,
+        },
+    ]
+    if recorder is not None:
+        sinks.append({"type": "recorder", "path": str(recorder)})
     return parse_config(
         {
             "name": "soak",
@@ -280,16 +342,7 @@ def soak_config(
                     "wall_clock_close": False,
                 },
             },
-            "sinks": [
-                {"type": "jsonl", "path": str(out)},
-                {
-                    "type": "websocket",
-                    "host": "127.0.0.1",
-                    "port": fanout_port,
-                    "queue_size": queue_size,
-                    "max_lag_s": max_lag_s,
-                },
-            ],
+            "sinks": sinks,
         }
     )
 
