@@ -222,8 +222,10 @@ class Probe:
             "book_keys": len(keepers),
             "book_levels": _max(max(len(k.book.bids), len(k.book.asks)) for k in keepers),
             "book_buffer": _max(len(k._buffer) for k in keepers),
+            "book_buffer_total": sum(len(k._buffer) for k in keepers),
             "book_buffer_bound": _min(k._buffer.maxlen or 0 for k in keepers),
             "feed_queued": _max(f.queued for f in list(self.feeds)),
+            "feed_queued_total": sum(f.queued for f in list(self.feeds)),
             "feed_max_queued": _min(f.max_queued for f in list(self.feeds)),
             "conn_tasks": _max(len(c._tasks) for c in conns),
             "conn_resyncing": _max(len(c._resyncing) for c in conns),
@@ -249,6 +251,7 @@ def fanout_sizes() -> dict[str, int]:
         "fanout_control_bytes": 0,
         "fanout_routes": 0,
         "fanout_state": 0,
+        "fanout_bar_intervals": 0,
     }
     for thread in servers.values():
 
@@ -261,7 +264,17 @@ def fanout_sizes() -> dict[str, int]:
                 "fanout_outbox_entries": _max(len(b.entries) for b in boxes),
                 "fanout_control_bytes": _max(b.control_bytes for b in boxes),
                 "fanout_routes": len(hub.routes),
-                "fanout_state": len(hub.state.books) + len(hub.state.bbos),
+                "fanout_state": sum(
+                    len(d)
+                    for d in (
+                        hub.state.books,
+                        hub.state.bbos,
+                        hub.state.bars,
+                        hub.state.status,
+                        hub.state.venues,
+                    )
+                ),
+                "fanout_bar_intervals": _max(len(b) for b in hub.state.bars.values()),
             }
 
         with contextlib.suppress(Exception):  # stopping: report zeros
@@ -471,6 +484,7 @@ def main(argv: list[str] | None = None) -> int:
         while not inputs.STOP.is_set():
             t = time.monotonic() - started
             row: dict[str, Any] = {"t": round(t, 1), "rss_kib": rss_kib()}
+            row["load1"] = round(os.getloadavg()[0], 1)  # the machine is shared
             with contextlib.suppress(OSError, ValueError):
                 row["clients_rss_kib"] = rss_kib(clients.pid or 0)
             row.update(probe.sizes())

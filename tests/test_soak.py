@@ -345,9 +345,11 @@ def test_fanout_client_queues_are_bounded(soak: Soak) -> None:
     # The slow client hit the bound: records dropped, then it was disconnected.
     assert soak.ws_dropped > 0
     assert soak.ws_too_slow >= 1
-    # Latest-state cache: one book and a BBO per origin per symbol at most.
+    # Latest-state cache per symbol: a book, a BBO per origin, the bars (one per
+    # interval) and a status; a status and stats per venue.
     symbols = sum(len(tape_symbols(tape)) for tape in soak.tapes)
-    assert peak(soak, "fanout_state") <= 3 * symbols
+    assert peak(soak, "fanout_state") <= 5 * symbols + 2 * len(soak.sims)
+    assert peak(soak, "fanout_bar_intervals") <= 2  # 1s and 1m
 
 
 def test_file_handles_are_bounded(soak: Soak) -> None:
