@@ -166,7 +166,7 @@ class Probe:
     def _peak(self, name: str, value: int, bound: int | None = None, key: str = "") -> None:
         if value > self.peaks.get(name, -1):
             self.peaks[name] = value
-        if bound is not None and value > bound:
+        if bound is not None and value > bound and len(self.violations) < 100:
             self.violations.append(f"{name} {value} > bound {bound} ({key})")
 
     def _measure(self, step: str, logic: Any) -> None:
