@@ -392,10 +392,11 @@ class Simulator:
                 # From here to the send there is no await: an OKX snapshot built for
                 # this client between two frames matches the frames already sent.
                 client.cursor += 1
-                if client.lap == self._lap_of.get(session, 0):  # not a late one of the last lap
+                # A connection still finishing the previous lap moves nothing of the new one.
+                if client.lap == self._lap_of.get(session, 0):
                     self._positions[session] = max(self._positions.get(session, 0), client.cursor)
-                if entry.book is not None and self.binance:
-                    self._last_sender[entry.book] = client
+                    if entry.book is not None and self.binance:
+                        self._last_sender[entry.book] = client
                 if entry.key not in client.subs:
                     continue
                 text = entry.text
