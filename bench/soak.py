@@ -45,6 +45,7 @@ import sys
 import tempfile
 import threading
 import time
+import tracemalloc
 from collections.abc import Callable, Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -452,6 +453,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--disconnect-every-s", type=float, default=60.0)
     parser.add_argument("--samples", type=Path, help="write every sample here (JSON lines)")
     parser.add_argument("--keep", type=Path, help="keep the JSONL output in this directory")
+    parser.add_argument("--dedupe-capacity", type=int, default=100_000)
+    parser.add_argument(
+        "--tracemalloc",
+        action="store_true",
+        help="print where Python memory grew between the end of the warm-up and the end; "
+        "several times slower: use a low --pace (at 10x the pipeline fell behind)",
+    )
     args = parser.parse_args(argv)
 
     duration = args.minutes * 60
@@ -465,7 +473,10 @@ def main(argv: list[str] | None = None) -> int:
         feeds.append((venue, tape_symbols(load_tape(capture, venue)), url, rest))
         print(f"simulator {venue} {capture.name}: {url} {len(feeds[-1][1])} symbols", flush=True)
     fanout_port = free_port()
-    cfg = soak_config(feeds, out, fanout_port)
+    cfg = soak_config(feeds, out, fanout_port, dedupe_capacity=args.dedupe_capacity)
+    if args.tracemalloc:
+        tracemalloc.start(8)
+    traced: list[tracemalloc.Snapshot] = []
     probe = Probe().install()
 
     ctx = mp.get_context("spawn")
@@ -490,7 +501,11 @@ def main(argv: list[str] | None = None) -> int:
             row.update(probe.sizes())
             samples.append(row)
             print(orjson.dumps(row).decode(), flush=True)
+            if args.tracemalloc and len(traced) == 0 and t >= args.warmup * 60:
+                traced.append(tracemalloc.take_snapshot())
             if t >= duration:
+                if traced:
+                    traced.append(tracemalloc.take_snapshot())
                 inputs.STOP.set()
                 break
             time.sleep(max(0.0, args.every - (time.monotonic() - started - t)))
@@ -521,6 +536,11 @@ def main(argv: list[str] | None = None) -> int:
     if args.samples:
         args.samples.write_bytes(b"".join(orjson.dumps(s) + b"\n" for s in samples))
     report(samples, args, counts)
+    if len(traced) == 2:
+        print("\nPython memory growth from the end of the warm-up (tracemalloc, top 15):")
+        for stat in traced[1].compare_to(traced[0], "traceback")[:15]:
+            frames = " <- ".join(f"{f.filename.split('/')[-1]}:{f.lineno}" for f in stat.traceback)
+            print(f"{stat.size_diff / 1024:+10.1f} KiB {stat.count_diff:+8d} blocks  {frames}")
     return 0
 
 
