@@ -88,6 +88,13 @@ def build_parser() -> argparse.ArgumentParser:
         "replay starts now)",
     )
     parser.add_argument(
+        "--loop",
+        action="store_true",
+        help="replay the capture forever: a connection is closed at the end of the tape and the "
+        "next one gets it again with trade/book ids moved forward and event times starting "
+        "now (with --original-times: moved forward by the capture's span)",
+    )
+    parser.add_argument(
         "--ping-interval",
         type=float,
         help="seconds between server WebSocket pings (default: Binance 20, OKX none)",
@@ -163,6 +170,7 @@ def make_simulator(args: argparse.Namespace) -> Simulator:
         okx_seq_ids=args.okx_seq_ids,
         ping_interval=args.ping_interval,
         original_times=args.original_times,
+        loop=args.loop,
     )
 
 

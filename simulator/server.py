@@ -33,6 +33,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from simulator.faults import Faults, add_okx_seq, corrupt_checksum
+from simulator.laps import LapShift
 from simulator.market import BINANCE_DEFAULT_LIMIT, BINANCE_MAX_LIMIT, Replica
 from simulator.restamp import Restamper, first_event_ms, offset_to
 from simulator.tape import (
@@ -66,6 +67,7 @@ class SimStats:
     disconnects: int = 0  # injected
     stalls: int = 0
     finished: int = 0  # connections that reached the end of the tape
+    laps: int = 0  # laps started after the first (``loop``), over all subscription sets
     rest_snapshots: int = 0
     okx_snapshots: int = 0
     subscribe_requests: int = 0
@@ -82,6 +84,7 @@ class _Client:
         self.subs: dict[str, Any] = {}  # subscription key -> stream name / OKX arg
         self.session: frozenset[str] | None = None  # subscription set at start
         self.cursor = 0  # next tape index
+        self.lap = 0  # ``loop``: which pass over the tape this connection serves
         self.sent = 0
         self.anchor_ts = 0
         self.anchor_clock = 0.0
@@ -113,6 +116,7 @@ class Simulator:
         okx_seq_ids: bool = False,
         ping_interval: float | None = None,
         original_times: bool = False,
+        loop: bool = False,
     ) -> None:
         self.tape = capture if isinstance(capture, Tape) else load_tape(capture, venue, limit)
         if self.tape.venue != venue:
@@ -138,6 +142,12 @@ class Simulator:
             ping_interval if ping_interval is not None else (20.0 if self.binance else None)
         )
         self.stats = SimStats(tape_frames=len(self.tape.entries))
+        # loop: at the end of the tape a connection is closed, and the next one of its
+        # subscription set starts the tape again with ids and times moved forward.
+        # Re-stamped replays start every lap at "now" (a Restamper per lap), so laps
+        # shift ids only; with original times, laps move event times forward too.
+        self.laps = LapShift(self.tape, shift_times=original_times) if loop else None
+        self._lap_of: dict[frozenset[str], int] = {}
         self._positions: dict[frozenset[str], int] = {}
         self._last_sender: dict[str, _Client] = {}  # Binance symbol -> client
         self._base = Replica(self.tape)  # position 0: the capture's own snapshots
@@ -148,7 +158,9 @@ class Simulator:
         self._clients: set[_Client] = set()
         self.original_times = original_times
         self._first_event_ms = None if original_times else first_event_ms(self.tape)
-        self._restamp: Restamper | None = None  # made when the replay starts
+        # Lap 0: one offset, fixed when the first client starts. Later laps (``loop``):
+        # one per subscription set and lap, fixed when that lap starts; a few kept.
+        self._restamps: dict[tuple[frozenset[str] | None, int], Restamper] = {}
 
     # ---- lifecycle ----
 
@@ -180,10 +192,26 @@ class Simulator:
     def time_offset_ms(self) -> int | None:
         """What is added to every event time (ms); None until the first client streams,
         and always with ``original_times``."""
-        return None if self._restamp is None else self._restamp.offset_ms
+        first = self._restamps.get((None, 0))
+        return None if first is None else first.offset_ms
 
-    def _edit_times(self, text: str) -> str:
-        return text if self._restamp is None else self._restamp(text)
+    def _edit_times(self, text: str, client: _Client) -> str:
+        key = (None, 0) if client.lap == 0 else (client.session, client.lap)
+        restamp = self._restamps.get(key)
+        return text if restamp is None else restamp(text)
+
+    def _restamp_from_now(self, session: frozenset[str] | None, lap: int) -> None:
+        """Event times of this lap start now (when its first client starts streaming, not
+        when the server started: a paced replay then stamps frames about when sent)."""
+        key = (None, 0) if lap == 0 else (session, lap)
+        if self._first_event_ms is None or key in self._restamps:
+            return
+        offset = offset_to(time.time_ns() // 1_000_000, self._first_event_ms)
+        self._restamps[key] = Restamper(self.venue, offset)
+        if len(self._restamps) > 64:  # bounded over a long soak: the oldest laps go
+            for old in sorted(self._restamps, key=lambda k: k[1])[: len(self._restamps) - 64]:
+                if old != (None, 0):
+                    del self._restamps[old]
 
     @property
     def ws_url(self) -> str:
@@ -223,6 +251,8 @@ class Simulator:
         body = market.binance_depth(symbol, limit)
         if body is None:
             return _json(connection, 400, {"code": -1121, "msg": "Invalid symbol."})
+        if self.laps is not None and client is not None:
+            body = self.laps.apply(body.decode(), client.lap).encode()
         self.stats.rest_snapshots += 1
         return _json(connection, 200, body)
 
@@ -330,7 +360,9 @@ class Simulator:
         ]
         for snapshot in filter(None, snapshots):
             self.stats.okx_snapshots += 1
-            await client.ws.send(self._edit_times(snapshot))
+            if self.laps is not None:
+                snapshot = self.laps.apply(snapshot, client.lap)
+            await client.ws.send(self._edit_times(snapshot, client))
         if client.sender is None:
             self._start_sender(client)
 
@@ -340,16 +372,24 @@ class Simulator:
         """Place a client on the tape: where its subscription set stopped, minus the overlap."""
         session = frozenset(client.subs)
         client.session = session
-        if self._first_event_ms is not None and self._restamp is None:
-            # "Now" is when the first client starts streaming, not when the server
-            # started: a paced replay then stamps frames about when they are sent.
-            offset = offset_to(time.time_ns() // 1_000_000, self._first_event_ms)
-            self._restamp = Restamper(self.venue, offset)
+        self._restamp_from_now(None, 0)
         resume = self._positions.get(session, 0)
+        entries = self.tape.entries
+        if self.laps is not None and resume >= len(entries):
+            # The previous lap of this set is over: start the next one from the top.
+            self._lap_of[session] = self._lap_of.get(session, 0) + 1
+            self._positions[session] = resume = 0
+            self.stats.laps += 1
+        client.lap = self._lap_of.get(session, 0)
+        self._restamp_from_now(session, client.lap)
+        if client.lap and not resume and self.binance:
+            # REST snapshots of this set's books now come from this lap (the seed).
+            for entry in entries:
+                if entry.book is not None and entry.key in session:
+                    self._last_sender[entry.book] = client
         if resume:
             self.stats.resumed += 1
         start, back = resume, self.overlap
-        entries = self.tape.entries
         while start > 0 and back > 0:
             start -= 1
             if entries[start].key in session:
@@ -393,12 +433,14 @@ class Simulator:
                 # From here to the send there is no await: an OKX snapshot built for
                 # this client between two frames matches the frames already sent.
                 client.cursor += 1
-                self._positions[session] = max(self._positions.get(session, 0), client.cursor)
-                if entry.book is not None and self.binance:
-                    self._last_sender[entry.book] = client
+                # A connection still finishing the previous lap moves nothing of the new one.
+                if client.lap == self._lap_of.get(session, 0):
+                    self._positions[session] = max(self._positions.get(session, 0), client.cursor)
+                    if entry.book is not None and self.binance:
+                        self._last_sender[entry.book] = client
                 if entry.key not in client.subs:
                     continue
-                text = self._edit_times(entry.text)
+                text = entry.text
                 if entry.book is not None and not self.binance and self.okx_seq_ids:
                     assert entry.prev_id is not None and entry.last_id is not None
                     text = add_okx_seq(text, entry.prev_id, entry.last_id)
@@ -411,6 +453,9 @@ class Simulator:
                         self._fired.add(entry.index)
                         stats.corrupted += 1
                         text = corrupt_checksum(text)
+                if self.laps is not None:
+                    text = self.laps.apply(text, client.lap)
+                text = self._edit_times(text, client)
                 await ws.send(text)
                 if await self._after_send(client, text):
                     return
@@ -419,6 +464,8 @@ class Simulator:
                     since_yield = 0
                     await asyncio.sleep(0)
             stats.finished += 1
+            if self.laps is not None:
+                await ws.close(1001, "end of capture lap: reconnect for the next one")
         except ConnectionClosed:
             pass
 
