@@ -337,6 +337,11 @@ def soak_config(
             "port": fanout_port,
             "queue_size": queue_size,
             "max_lag_s": max_lag_s,
+            # The server on the flow's own thread: its hub, queues and state are then
+            # in this process, where the probe reads them and RSS counts them. (The
+            # default server process bounds its feed backlog itself, 32 MiB:
+            # tests/test_fanout_process.py.)
+            "processes": 0,
         },
     ]
     if recorder is not None:

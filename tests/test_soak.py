@@ -18,7 +18,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import httpx
 import orjson
@@ -29,7 +29,7 @@ from websockets.exceptions import ConnectionClosed
 
 from bench.soak import Probe, free_port, run_clients, soak_config, tape_symbols
 from candlewax.metrics import REGISTRY
-from candlewax.schema import CHANNEL_OF_TYPE
+from candlewax.schema import CHANNEL_OF_TYPE, StatusEvent
 from candlewax.symbols import from_native
 from flows import inputs
 from flows.runner import run_pipeline
@@ -54,19 +54,7 @@ QUEUE_SLACK = 64
 MAX_PARSER_CONNS = 64  # sources/binance.py: per-connection symbol memory
 JSONL_CHANNELS = 6  # trades, bars, book, status, late, dead_letter
 RECORDER_MAX_OPEN = 64  # sinks/recorder.py default
-STATUS_EVENTS = {
-    "connected",
-    "disconnected",
-    "reconnecting",
-    "subscribed",
-    "gap_detected",
-    "checksum_mismatch",
-    "resync_requested",
-    "resynced",
-    "stale",
-    "planned_reconnect",
-    "error",
-}
+STATUS_EVENTS = set(get_args(StatusEvent))
 
 
 # ---- the loop option of the simulator ----
