@@ -133,8 +133,10 @@ class _Window:
         "count",
         "dirty",
         "high",
+        "high_seq",
         "high_text",
         "low",
+        "low_seq",
         "low_text",
         "open",
         "open_id",
@@ -153,8 +155,10 @@ class _Window:
         size: int,
         notional: int,
         buy: bool,
+        seq: int,
     ) -> None:
         self.open = self.close = self.high_text = self.low_text = price_text
+        self.high_seq = self.low_seq = seq  # arrival order, for ties across merged windows
         self.open_ts = self.close_ts = ts
         self.open_id = self.close_id = trade_id
         self.high = self.low = price
@@ -163,7 +167,36 @@ class _Window:
         self.buy = size if buy else 0
         self.sell = 0 if buy else size
         self.count = 1
-        self.dirty = True
+        self.dirty = True  # changed since the last in-progress update
+
+    def merge(self, other: _Window) -> None:
+        """Add ``other``, a finest-interval window that closes, into this coarser one.
+
+        Finest windows are disjoint in time, so equal times meet only here with a trade
+        this window took directly (late for the finest interval, in time for this one):
+        such a trade arrived after every trade of ``other`` in its time range (after
+        it, that range was late for the finest interval). So on equal times ``other``
+        keeps the open and this window the close; on equal prices the arrival order
+        (``*_seq``) picks the first."""
+        if other.open_ts <= self.open_ts:
+            self.open, self.open_ts, self.open_id = other.open, other.open_ts, other.open_id
+        if other.close_ts > self.close_ts:
+            self.close, self.close_ts, self.close_id = other.close, other.close_ts, other.close_id
+        if other.high > self.high or (other.high == self.high and other.high_seq < self.high_seq):
+            self.high, self.high_text, self.high_seq = other.high, other.high_text, other.high_seq
+        if other.low < self.low or (other.low == self.low and other.low_seq < self.low_seq):
+            self.low, self.low_text, self.low_seq = other.low, other.low_text, other.low_seq
+        self.volume += other.volume
+        self.quote += other.quote
+        self.buy += other.buy
+        self.sell += other.sell
+        self.count += other.count
+
+    def copy(self) -> _Window:
+        twin = _Window.__new__(_Window)
+        for name in _Window.__slots__:
+            setattr(twin, name, getattr(self, name))
+        return twin
 
     def rescale(self, price_factor: int, size_factor: int) -> None:
         self.high *= price_factor
@@ -177,11 +210,15 @@ class _Window:
 class _Interval:
     """Windows and close state of one bar interval."""
 
-    __slots__ = ("closed_through", "label", "last_close", "length", "windows")
+    __slots__ = ("closed_through", "label", "last_close", "length", "merged", "windows")
 
-    def __init__(self, label: str, length: int) -> None:
+    def __init__(self, label: str, length: int, merged: bool) -> None:
         self.label = label
         self.length = length
+        # Built from the finest interval's windows as they close (its length is a
+        # multiple of the finest one's), plus the trades late for the finest interval
+        # but in time for this one; otherwise every trade is added here directly.
+        self.merged = merged
         self.windows: dict[int, _Window] = {}  # open windows by start
         self.closed_through = 0  # end of the last closed window; earlier starts are late
         self.last_close: str | None = None  # close of the last final bar, for fill
@@ -226,7 +263,12 @@ class BarBuilder:
         self.fill_empty = fill_empty
         self.partial_every_us = partial_every_us
         self.max_fill_windows = max_fill_windows
-        self._intervals = [_Interval(label, length) for label, length in parse_intervals(intervals)]
+        parsed = parse_intervals(intervals)
+        finest = parsed[0][1]
+        self._intervals = [
+            _Interval(label, length, k > 0 and length % finest == 0)
+            for k, (label, length) in enumerate(parsed)
+        ]
         self._max_ts = -1  # largest event time observed
         self._next_partial_at = 0
         # Decimal places of the window ints; they only grow (see _rescale).
@@ -280,8 +322,8 @@ class BarBuilder:
         end of a run that will be resumed from recovery, where the windows stay open."""
         out: list[dict[str, Any]] = []
         for interval in self._intervals:
-            for start in sorted(interval.windows):
-                bar = self._render(interval, start, interval.windows[start], False, out)
+            for start in sorted(self._starts(interval)):
+                bar = self._render(interval, start, self._view(interval, start), False, out)
                 if bar is not None:
                     out.append(bar)
         return out
@@ -302,8 +344,9 @@ class BarBuilder:
         """
         due: list[int] = []
         for interval in self._intervals:
-            if interval.windows:
-                due.append(min(interval.windows) + interval.length + self.lateness_us)
+            starts = self._starts(interval)
+            if starts:
+                due.append(min(starts) + interval.length + self.lateness_us)
                 if self.partial_every_us and any(w.dirty for w in interval.windows.values()):
                     due.append(self._next_partial_at)
             elif self.fill_empty and interval.last_close is not None:
@@ -349,7 +392,10 @@ class BarBuilder:
             self._max_ts = ts
         watermark = self._max_ts - self.lateness_us
         notional = price * size
+        seq = self.trades  # arrival order of the aggregated trades
         aggregated = False
+        finest = True  # the first pass of the loop
+        in_finest = False
         for interval in self._intervals:
             length = interval.length
             start = ts - ts % length
@@ -364,12 +410,17 @@ class BarBuilder:
                         "trade": trade,
                     }
                 )
+                finest = False
                 continue
             aggregated = True
+            if finest:
+                in_finest, finest = True, False
+            elif in_finest and interval.merged:
+                continue  # it comes with its finest window
             window = interval.windows.get(start)
             if window is None:
                 interval.windows[start] = _Window(
-                    ts, trade_id, price_text, price, size, notional, buy
+                    ts, trade_id, price_text, price, size, notional, buy, seq
                 )
                 continue
             # Window.add, inlined: this runs once per trade and interval.
@@ -378,9 +429,9 @@ class BarBuilder:
             if ts >= window.close_ts:  # ties make the later arrival the close
                 window.close, window.close_ts, window.close_id = price_text, ts, trade_id
             if price > window.high:
-                window.high, window.high_text = price, price_text
+                window.high, window.high_text, window.high_seq = price, price_text, seq
             elif price < window.low:
-                window.low, window.low_text = price, price_text
+                window.low, window.low_text, window.low_seq = price, price_text, seq
             window.volume += size
             window.quote += notional
             if buy:
@@ -434,6 +485,8 @@ class BarBuilder:
                 self._fill(interval, start, out)
             window = interval.windows.pop(start)
             interval.closed_through = start + length
+            if interval is self._intervals[0]:
+                self._merge_up(start, window)
             bar = self._render(interval, start, window, final=True, out=out)
             if bar is not None:
                 out.append(bar)
@@ -482,17 +535,72 @@ class BarBuilder:
         if not self.partial_every_us or now_us < self._next_partial_at:
             return
         emitted = False
+        finest = self._intervals[0].windows
         for interval in self._intervals:
-            for start in sorted(interval.windows):
-                window = interval.windows[start]
-                if window.dirty:
-                    window.dirty = False
-                    bar = self._render(interval, start, window, final=False, out=out)
+            for start in sorted(self._starts(interval)):
+                window = interval.windows.get(start)
+                dirty = window is not None and window.dirty
+                if interval.merged and not dirty:
+                    length = interval.length
+                    dirty = any(w.dirty for s, w in finest.items() if s - s % length == start)
+                if dirty:
+                    bar = self._render(interval, start, self._view(interval, start), False, out)
                     if bar is not None:
                         out.append(bar)
                         emitted = True
+        # Cleared only now: the finest windows' flags stand for the merged intervals too.
+        for interval in self._intervals:
+            for window in interval.windows.values():
+                window.dirty = False
         if emitted:
             self._next_partial_at = now_us + self.partial_every_us
+
+    def _merge_up(self, start: int, window: _Window) -> None:
+        """A closing finest window goes into the merged intervals' windows it is in time for
+        (when its trades arrived: that cannot change while it is open)."""
+        for interval in self._intervals:
+            if not interval.merged:
+                continue
+            coarse_start = start - start % interval.length
+            if coarse_start < interval.closed_through:
+                continue  # its trades were late for this interval (after a flush)
+            coarse = interval.windows.get(coarse_start)
+            if coarse is None:
+                interval.windows[coarse_start] = window.copy()
+            else:
+                coarse.merge(window)
+                coarse.dirty = coarse.dirty or window.dirty
+
+    def _starts(self, interval: _Interval) -> set[int]:
+        """Starts of the open windows of ``interval``, those still in its finest windows
+        included."""
+        starts = set(interval.windows)
+        if interval.merged:
+            length = interval.length
+            for start in self._intervals[0].windows:
+                coarse_start = start - start % length
+                if coarse_start >= interval.closed_through:
+                    starts.add(coarse_start)
+        return starts
+
+    def _view(self, interval: _Interval, start: int) -> _Window:
+        """The whole open window at ``start`` (a copy when finest windows are merged in)."""
+        window = interval.windows.get(start)
+        if not interval.merged:
+            assert window is not None
+            return window
+        length = interval.length
+        for fine_start in sorted(self._intervals[0].windows):
+            if fine_start - fine_start % length == start:
+                fine = self._intervals[0].windows[fine_start]
+                if window is None:
+                    window = fine.copy()
+                else:
+                    if window is interval.windows.get(start):
+                        window = window.copy()
+                    window.merge(fine)
+        assert window is not None
+        return window
 
     def _render(
         self,
@@ -562,8 +670,10 @@ class BarBuilder:
         if "_price_scale" not in slots:
             self._price_scale, self._size_scale = _legacy_scales(self._intervals)
             for interval in self._intervals:
+                interval.merged = False  # its windows hold every trade already
                 for window in interval.windows.values():
                     _legacy_to_ints(window, self._price_scale, self._size_scale)
+                    window.high_seq = window.low_seq = 0
 
 
 def _places(value: Any) -> int:

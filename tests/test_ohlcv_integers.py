@@ -159,34 +159,69 @@ def random_text(rng: random.Random, scale_cap: int) -> str:
     return whole + ("." + fraction + "0" * rng.randrange(3) if places else "")
 
 
-@pytest.mark.parametrize("seed", range(6))
-def test_random_streams_equal_the_decimal_builder(seed: int) -> None:
-    """Out-of-order times (some late for 1s but not for 1m), scales that grow in the
-    middle of the stream, fill, partials, random batches, a pickle half way: the
-    records equal the old builder's, byte for byte."""
-    rng = random.Random(seed)
+STREAMS = [
+    (seed, intervals, options)
+    for seed in range(6)
+    for intervals, options in [
+        (["1s", "1m", "5m"], {"lateness_us": SEC, "fill_empty": True, "partial_every_us": SEC}),
+        (["2s", "3s", "1m"], {"lateness_us": 0, "partial_every_us": SEC}),  # 3s: not merged
+        (["1s", "1m"], {"lateness_us": 2 * SEC, "fill_empty": True, "max_fill_windows": 3}),
+    ]
+]
+
+
+def random_stream(rng: random.Random, tick: int) -> list[Record]:
+    """Out-of-order times (some late for the finest interval but not for the others) in
+    steps of ``tick`` (many equal times), texts with more and more fractional digits
+    (rescales), equal prices in different texts (ties across merged windows), jumps in
+    time, bad trades."""
+    pool = [str(rng.randrange(1, 100)) + "." + str(rng.randrange(10)) for _ in range(4)]
     trades = []
     for i in range(3000):
-        cap = min(MAX_DIGITS, i // 300)  # finer texts keep arriving: rescales
+        cap = min(MAX_DIGITS, i // 300)
         ts = T0 + i * 20_000 + rng.randrange(-3 * SEC, SEC) + (rng.random() < 0.01) * 130 * SEC
+        ts -= ts % tick
+        price = rng.choice(pool) + rng.choice(["", "0", "00"])
+        if rng.random() < 0.3:
+            price = random_text(rng, cap)
         side = rng.choice(["buy", "sell"])
-        trades.append(trade(i, max(ts, 0), random_text(rng, cap), random_text(rng, cap), side))
+        trades.append(trade(i, max(ts, 0), price, random_text(rng, cap), side))
         if rng.random() < 0.02:
             trades.append(dict(trades[-1], price=rng.choice(["-1", "1e5", "", "1.", ".5"])))
-    options = {"lateness_us": SEC, "fill_empty": True, "partial_every_us": SEC}
+    return trades
+
+
+@pytest.mark.parametrize(("seed", "intervals", "options"), STREAMS)
+def test_random_streams_equal_the_decimal_builder(
+    seed: int, intervals: list[str], options: dict[str, Any]
+) -> None:
+    """Random batches, a pickle half way, on_time, open_bars and a flush mid-stream (the
+    trades after it are in time for the finest interval but late for the others): the
+    records equal the old builder's, byte for byte."""
+    trades = random_stream(random.Random(seed), [1, 1000, 250_000][seed % 3])
     outputs = []
     for make in (BarBuilder, ohlcv_baseline.BarBuilder):
-        batches = random.Random(seed)  # the same batches for both
-        builder = make("binance", "X/Y", ["1s", "1m", "5m"], **options)
+        steps = random.Random(seed)  # the same batches and calls for both
+        builder = make("binance", "X/Y", intervals, **options)
         out: list[Record] = []
         i = 0
-        pickled = False
+        pickled = flushed = False
         while i < len(trades):
-            n = batches.randrange(1, 200)
+            n = steps.randrange(1, 200)
             out += builder.on_trades(trades[i : i + n], trades[i]["ts_ingest"])
             i += n
-            if make is BarBuilder and i > len(trades) // 2 and not pickled:
-                builder, pickled = pickle.loads(pickle.dumps(builder)), True
+            out.append({"wakeup": builder.next_wakeup(), "partial": builder.next_partial()})
+            if steps.random() < 0.1:
+                ts = trades[min(i, len(trades) - 1)]["ts_exchange"]
+                out += builder.on_time(ts + steps.randrange(SEC), ts + steps.randrange(3 * SEC))
+                out += builder.open_bars()
+            if i > len(trades) // 2 and not pickled:
+                if make is BarBuilder:
+                    builder = pickle.loads(pickle.dumps(builder))
+                pickled = True
+            if i > 2 * len(trades) // 3 and not flushed:
+                out += builder.flush()
+                flushed = True
         outputs.append(orjson.dumps(out + builder.flush()))
     assert outputs[0] == outputs[1]
     assert b'"type":"late"' in outputs[0] and b'"type":"dead_letter"' in outputs[0]
@@ -216,3 +251,61 @@ def test_the_cache_of_known_texts_is_bounded_and_holds_only_good_texts() -> None
     builder.on_trades([*trades, trade(0, T0 + 10**7, "1e5", "1")], 0)
     assert 0 < len(ohlcv._AMOUNTS) <= ohlcv.AMOUNT_CACHE_SIZE
     assert "1e5" not in ohlcv._AMOUNTS and builder.malformed == 1
+
+
+def both(intervals: list[str], batches: list[list[Record]], **options: Any) -> list[Record]:
+    """Records of the integer builder, asserted equal to the Decimal builder's, with the
+    wake-up times after each batch."""
+    outputs = []
+    for make in (BarBuilder, ohlcv_baseline.BarBuilder):
+        builder = make("binance", "X/Y", intervals, **options)
+        out: list[Record] = []
+        for batch in batches:
+            out += builder.on_trades(batch, batch[-1]["ts_exchange"])
+            out.append({"wakeup": builder.next_wakeup(), "partial": builder.next_partial()})
+        outputs.append(out + builder.flush())
+    assert orjson.dumps(outputs[0]) == orjson.dumps(outputs[1])
+    return outputs[0]
+
+
+M = T0 - T0 % (60 * SEC)  # a minute start
+
+
+def test_merged_minute_ties_between_a_closing_second_and_a_late_trade() -> None:
+    """E is late for the 1s window of A (X moved the watermark past it) but in time for
+    the minute, and has A's time and an equal price in another text: A arrived first, so
+    A opens the minute and is its high and low; E arrived last, so E closes it."""
+    a = trade(1, M + 57_500_000, "10.0", "1")
+    x = trade(2, M + 60_500_000, "11", "1")
+    e = trade(3, M + 57_500_000, "10.00", "2")
+    out = both(["1s", "1m"], [[a, x, e]], lateness_us=2 * SEC)
+    (minute,) = [r for r in out if r.get("interval") == "1m" and r["start"] == M]
+    assert (minute["open"], minute["high"], minute["low"], minute["close"]) == (
+        "10.0",
+        "10.0",
+        "10.0",
+        "10.00",
+    )
+    assert (minute["first_trade_id"], minute["last_trade_id"], minute["trades"]) == ("1", "3", 2)
+
+
+def test_a_second_merged_into_a_clean_minute_makes_it_changed() -> None:
+    a = trade(1, M + 57_500_000, "10", "1")
+    x = trade(2, M + 60_500_000, "11", "1")
+    e = trade(3, M + 57_500_000, "9", "1")  # late for 1s: the minute holds it directly
+    f = trade(4, M + 58_700_000, "12", "1")  # in time for 1s
+    y = trade(5, M + 61_500_000, "11", "1")  # closes f's second, merged into the minute
+    out = both(["1s", "1m"], [[a, x, e], [f, y]], lateness_us=2 * SEC, partial_every_us=1)
+    updates = [r for r in out if r.get("interval") == "1m" and r["start"] == M]
+    assert [(u["final"], u["high"]) for u in updates] == [
+        (False, "10"),
+        (False, "12"),
+        (True, "12"),
+    ]
+
+
+def test_wakeup_with_fill_while_the_minute_is_only_in_its_seconds() -> None:
+    first = trade(1, M + 10 * SEC, "10", "1")
+    second = trade(2, M + 120_500_000, "10", "1")  # closes minute M; minute M+1 stays open
+    out = both(["1s", "1m"], [[first], [second]], lateness_us=2 * SEC, fill_empty=True)
+    assert {"wakeup": M + 123 * SEC, "partial": None} in out
