@@ -8,9 +8,10 @@ Run from the repository root::
 
 Input: the trades of the two bundled hftbacktest Binance spot captures (BTCUSDT and
 ETHUSDT, 15,863 trades), one builder per symbol with intervals 1s and 1m, fed in
-batches of 128 (caller clock = capture receive time) and flushed at the end. Two
-settings: ``plain`` (no lateness, no fill, no partials: the golden test's defaults)
-and ``live`` (2 s lateness, empty-bar fill, partial updates every second).
+batches of 128 (caller clock = capture receive time) and flushed at the end. Three
+settings: ``plain`` (no lateness, no fill, no partials: the golden test's defaults),
+``live`` (2 s lateness, empty-bar fill, partial updates every second) and
+``4 intervals`` (1s, 1m, 5m, 1h: what merging coarser bars from the finest saves).
 
 Each round times the variants round-robin in the same process (drift on a shared
 machine hits all alike) and keeps the best CPU time (``time.process_time``). Before
@@ -43,9 +44,13 @@ CAPTURES = {
 }
 INTERVALS = ["1s", "1m"]
 BATCH = 128
-SETTINGS: dict[str, dict[str, Any]] = {
-    "plain": {},
-    "live": {"lateness_us": 2_000_000, "fill_empty": True, "partial_every_us": 1_000_000},
+SETTINGS: dict[str, tuple[list[str], dict[str, Any]]] = {
+    "plain": (INTERVALS, {}),
+    "live": (
+        INTERVALS,
+        {"lateness_us": 2_000_000, "fill_empty": True, "partial_every_us": 1_000_000},
+    ),
+    "4 intervals": (["1s", "1m", "5m", "1h"], {}),
 }
 Record = dict[str, Any]
 Make = Callable[..., Any]
@@ -77,10 +82,15 @@ def load_trades() -> dict[str, list[Record]]:
     return trades
 
 
-def run(make: Make, trades: dict[str, list[Record]], options: dict[str, Any]) -> list[Record]:
+def run(
+    make: Make,
+    trades: dict[str, list[Record]],
+    options: dict[str, Any],
+    intervals: list[str] = INTERVALS,
+) -> list[Record]:
     out: list[Record] = []
     for symbol, rows in trades.items():
-        builder = make("binance", symbol, INTERVALS, **options)
+        builder = make("binance", symbol, intervals, **options)
         for i in range(0, len(rows), BATCH):
             chunk = rows[i : i + BATCH]
             out += builder.on_trades(chunk, chunk[-1]["ts_ingest"])
@@ -96,10 +106,10 @@ def main() -> int:
     count = sum(map(len, trades.values()))
     print(f"{count} trades ({', '.join(f'{s}: {len(t)}' for s, t in trades.items())})")
     failed = False
-    for setting, options in SETTINGS.items():
-        expected = run(VARIANTS["decimal"], trades, options)
+    for setting, (intervals, options) in SETTINGS.items():
+        expected = run(VARIANTS["decimal"], trades, options, intervals)
         for name, make in VARIANTS.items():
-            got = run(make, trades, options)
+            got = run(make, trades, options, intervals)
             if orjson.dumps(got) != orjson.dumps(expected):
                 print(f"FAIL {setting}/{name}: output differs from the baseline")
                 failed = True
@@ -107,11 +117,12 @@ def main() -> int:
         for _ in range(args.repeat):
             for name, make in VARIANTS.items():
                 started = time.process_time()
-                run(make, trades, options)
+                run(make, trades, options, intervals)
                 best[name] = min(best[name], time.process_time() - started)
         base = best["decimal"]
         bars = sum(1 for r in expected if r["type"] == "bar")
-        print(f"\n{setting} {options or ''} ({len(expected)} records, {bars} bars)")
+        print(f"\n{setting} {','.join(intervals)} {options or ''}")
+        print(f"  ({len(expected)} records, {bars} bars)")
         for name, seconds in best.items():
             print(
                 f"  {name:8} {seconds / count * 1e6:6.2f} us/trade"

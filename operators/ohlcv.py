@@ -16,9 +16,15 @@ latest trade by (ts_exchange, arrival order), as are first/last trade id; high/l
 are the texts of the highest / lowest price (first one on ties). Sums are exact:
 Python ints at the builder's decimal scale (the most fractional digits seen so far in
 prices, resp. sizes; a finer text rescales the open windows, which never rounds), made
-Decimal-free text only when a bar is rendered. ``vwap = quote_volume / volume``
-rounded half-even to 18 decimal places, trailing zeros stripped; None when volume is
-zero.
+text only when a bar is rendered. ``vwap = quote_volume / volume`` rounded half-even
+to 18 decimal places, trailing zeros stripped; None when volume is zero.
+
+Cost: a trade updates only the window of the finest interval; the window of each
+interval whose length is a multiple of the finest one's is built by merging the finest
+windows as they close (bars, lateness and tie rules exactly as if every trade were
+added to it: a trade late for the finest interval but in time for a coarser one is
+added to the coarser window directly; see `_Window.merge`). Other intervals take every
+trade directly.
 
 Empty-bar fill (``fill_empty``): once the watermark passes an empty window that
 follows an emitted bar of the same interval, a ``filled`` bar carries the previous
@@ -369,12 +375,12 @@ class BarBuilder:
                 raise TypeError(f"trade_id {trade_id!r} is not a string")
             if side != "buy" and side != "sell":
                 raise ValueError(f"side {side!r} is neither buy nor sell")
-            try:
-                price, price_scale = _amount(price_text)
+            try:  # the cache lookup of _amount, inlined (a call costs as much)
+                price, price_scale = _AMOUNTS.get(price_text) or _amount(price_text)
             except (AttributeError, TypeError, ValueError):  # not an accepted str
                 raise ValueError(_inexact("price", price_text)) from None
             try:
-                size, size_scale = _amount(size_text)
+                size, size_scale = _AMOUNTS.get(size_text) or _amount(size_text)
             except (AttributeError, TypeError, ValueError):
                 raise ValueError(_inexact("size", size_text)) from None
         except (KeyError, TypeError, ValueError) as exc:
