@@ -13,9 +13,18 @@ does not depend on how the caller batches trades.
 
 Bar fields (candlewax.schema.Bar): open/close are the price texts of the earliest /
 latest trade by (ts_exchange, arrival order), as are first/last trade id; high/low
-are the texts of the highest / lowest price (first one on ties). Sums use exact
-Decimal arithmetic. ``vwap = quote_volume / volume`` rounded half-even to 18 decimal
-places, trailing zeros stripped; None when volume is zero.
+are the texts of the highest / lowest price (first one on ties). Sums are exact:
+Python ints at the builder's decimal scale (the most fractional digits seen so far in
+prices, resp. sizes; a finer text rescales the open windows, which never rounds), made
+text only when a bar is rendered. ``vwap = quote_volume / volume`` rounded half-even
+to 18 decimal places, trailing zeros stripped; None when volume is zero.
+
+Cost: a trade updates only the window of the finest interval; the window of each
+interval whose length is a multiple of the finest one's is built by merging the finest
+windows as they close (bars, lateness and tie rules exactly as if every trade were
+added to it: a trade late for the finest interval but in time for a coarser one is
+added to the coarser window directly; see `_Window.merge`). Other intervals take every
+trade directly.
 
 Empty-bar fill (``fill_empty``): once the watermark passes an empty window that
 follows an emitted bar of the same interval, a ``filled`` bar carries the previous
@@ -39,42 +48,88 @@ older version) becomes one dead letter with its aggregate, and the other windows
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterable
-from decimal import ROUND_05UP, ROUND_HALF_EVEN, Context, Decimal, localcontext
+from decimal import Decimal
 from typing import Any
 
 import orjson
 
-from candlewax.schema import SCHEMA_VERSION, decimal_text, make_dead_letter
+from candlewax.schema import SCHEMA_VERSION, make_dead_letter
 from operators.intervals import parse_intervals
 
 # Accepted prices and sizes: the contract's plain decimal text (no sign, exponent, NaN,
 # Infinity or blanks: bars carry the texts of their open/high/low/close trades as they
 # are), below 10**MAX_DIGITS, in steps of 10**-MAX_DIGITS (real ones use well under 20
-# digits either side of the point). Then a
-# notional has at most 2 * 2 * MAX_DIGITS significant digits and a sum of up to 10**20 of
-# them stays exact in _SUM_CONTEXT; a VWAP (a weighted mean of prices) has at most
-# MAX_DIGITS integer digits, so its 18 places always fit _DIV_CONTEXT.
+# digits either side of the point). The sums are unbounded ints, so the bound is not
+# needed for exactness any more; it keeps the scales (and so the ints) small, and the
+# set of accepted trades what it was.
 MAX_DIGITS = 24
 # ts_exchange must stay below the last microsecond a datetime can hold (year 9999),
 # so the window times stay valid wake-up times for the engine.
 MAX_TS_US = 253_402_300_800_000_000
-_exact_amount = re.compile(
-    rf"0*[0-9]{{1,{MAX_DIGITS}}}(?:\.[0-9]{{1,{MAX_DIGITS}}}0*)?\Z", re.ASCII
-).match
-_SUM_CONTEXT = Context(prec=4 * MAX_DIGITS + 20 + 4)
-# Round-to-odd ("05up") at many more digits than the final 18 places makes the
-# second, half-even rounding exact (no double-rounding error).
-_DIV_CONTEXT = Context(prec=80, rounding=ROUND_05UP)
-_VWAP_QUANTUM = Decimal("1e-18")
-_ZERO = Decimal(0)
+VWAP_PLACES = 18
 
 DEFAULT_MAX_FILL_WINDOWS = 100_000
 
 
+# Texts already converted: real feeds repeat prices and sizes (the bundled Binance
+# captures: 3,115 distinct prices and 4,032 sizes in 15,863 trades), and a dict hit is
+# a tenth of a conversion. Shared by all builders; emptied when full, so bounded.
+_AMOUNTS: dict[str, tuple[int, int]] = {}
+AMOUNT_CACHE_SIZE = 8192
+
+
+def _amount(text: str) -> tuple[int, int]:
+    """`_convert`, remembered."""
+    known = _AMOUNTS.get(text)
+    if known is None:
+        known = _convert(text)
+        if len(_AMOUNTS) >= AMOUNT_CACHE_SIZE:
+            _AMOUNTS.clear()
+        _AMOUNTS[text] = known
+    return known
+
+
+def _convert(text: str) -> tuple[int, int]:
+    """``(digits, scale)`` with ``text == digits / 10**scale``, checking the text in the
+    same pass; ValueError if it is not plain decimal text in the accepted range.
+
+    Equivalent to the old check, the regex ``0*[0-9]{1,24}(\\.[0-9]{1,24}0*)?``:
+    ``isdigit`` on an ASCII string accepts exactly 0-9 (``int`` alone would accept signs,
+    blanks, underscores and non-ASCII digits)."""
+    if type(text) is not str:  # (a str subclass equal to a known text passes the cache)
+        raise TypeError
+    whole, dot, fraction = text.partition(".")
+    if not (whole.isdigit() and text.isascii()):
+        raise ValueError
+    if len(whole) > MAX_DIGITS:
+        whole = whole.lstrip("0") or "0"
+        if len(whole) > MAX_DIGITS:
+            raise ValueError
+    if not dot:
+        return int(whole), 0
+    if not fraction.isdigit():
+        raise ValueError
+    if len(fraction) > MAX_DIGITS:
+        fraction = fraction.rstrip("0")
+        if len(fraction) > MAX_DIGITS:
+            raise ValueError
+    return int(whole + fraction), len(fraction)
+
+
+def _text(value: int, scale: int) -> str:
+    """``value / 10**scale`` as plain text, trailing zeros stripped (as `decimal_text`)."""
+    if not scale:
+        return str(value)
+    whole, fraction = divmod(value, 10**scale)
+    if not fraction:
+        return str(whole)
+    return f"{whole}.{fraction:0{scale}d}".rstrip("0")
+
+
 class _Window:
-    """Running aggregate of one open window."""
+    """Running aggregate of one open window: prices (high, low) at the builder's price
+    scale, sizes (volume, buy, sell) at its size scale, quote at the sum of both."""
 
     __slots__ = (
         "buy",
@@ -84,8 +139,10 @@ class _Window:
         "count",
         "dirty",
         "high",
+        "high_seq",
         "high_text",
         "low",
+        "low_seq",
         "low_text",
         "open",
         "open_id",
@@ -100,58 +157,74 @@ class _Window:
         ts: int,
         trade_id: str,
         price_text: str,
-        price: Decimal,
-        size: Decimal,
-        notional: Decimal,
+        price: int,
+        size: int,
+        notional: int,
         buy: bool,
+        seq: int,
     ) -> None:
         self.open = self.close = self.high_text = self.low_text = price_text
+        self.high_seq = self.low_seq = seq  # arrival order, for ties across merged windows
         self.open_ts = self.close_ts = ts
         self.open_id = self.close_id = trade_id
         self.high = self.low = price
         self.volume = size
         self.quote = notional
-        self.buy = size if buy else _ZERO
-        self.sell = _ZERO if buy else size
+        self.buy = size if buy else 0
+        self.sell = 0 if buy else size
         self.count = 1
-        self.dirty = True
+        self.dirty = True  # changed since the last in-progress update
 
-    def add(
-        self,
-        ts: int,
-        trade_id: str,
-        price_text: str,
-        price: Decimal,
-        size: Decimal,
-        notional: Decimal,
-        buy: bool,
-    ) -> None:
-        if ts < self.open_ts:  # ties keep the earlier arrival as open
-            self.open, self.open_ts, self.open_id = price_text, ts, trade_id
-        if ts >= self.close_ts:  # ties make the later arrival the close
-            self.close, self.close_ts, self.close_id = price_text, ts, trade_id
-        if price > self.high:
-            self.high, self.high_text = price, price_text
-        elif price < self.low:
-            self.low, self.low_text = price, price_text
-        self.volume += size
-        self.quote += notional
-        if buy:
-            self.buy += size
-        else:
-            self.sell += size
-        self.count += 1
-        self.dirty = True
+    def merge(self, other: _Window) -> None:
+        """Add ``other``, a finest-interval window that closes, into this coarser one.
+
+        Finest windows are disjoint in time, so equal times meet only here with a trade
+        this window took directly (late for the finest interval, in time for this one):
+        such a trade arrived after every trade of ``other`` in its time range (after
+        it, that range was late for the finest interval). So on equal times ``other``
+        keeps the open and this window the close; on equal prices the arrival order
+        (``*_seq``) picks the first."""
+        if other.open_ts <= self.open_ts:
+            self.open, self.open_ts, self.open_id = other.open, other.open_ts, other.open_id
+        if other.close_ts > self.close_ts:
+            self.close, self.close_ts, self.close_id = other.close, other.close_ts, other.close_id
+        if other.high > self.high or (other.high == self.high and other.high_seq < self.high_seq):
+            self.high, self.high_text, self.high_seq = other.high, other.high_text, other.high_seq
+        if other.low < self.low or (other.low == self.low and other.low_seq < self.low_seq):
+            self.low, self.low_text, self.low_seq = other.low, other.low_text, other.low_seq
+        self.volume += other.volume
+        self.quote += other.quote
+        self.buy += other.buy
+        self.sell += other.sell
+        self.count += other.count
+
+    def copy(self) -> _Window:
+        twin = _Window.__new__(_Window)
+        for name in _Window.__slots__:
+            setattr(twin, name, getattr(self, name))
+        return twin
+
+    def rescale(self, price_factor: int, size_factor: int) -> None:
+        self.high *= price_factor
+        self.low *= price_factor
+        self.quote *= price_factor * size_factor
+        self.volume *= size_factor
+        self.buy *= size_factor
+        self.sell *= size_factor
 
 
 class _Interval:
     """Windows and close state of one bar interval."""
 
-    __slots__ = ("closed_through", "label", "last_close", "length", "windows")
+    __slots__ = ("closed_through", "label", "last_close", "length", "merged", "windows")
 
-    def __init__(self, label: str, length: int) -> None:
+    def __init__(self, label: str, length: int, merged: bool) -> None:
         self.label = label
         self.length = length
+        # Built from the finest interval's windows as they close (its length is a
+        # multiple of the finest one's), plus the trades late for the finest interval
+        # but in time for this one; otherwise every trade is added here directly.
+        self.merged = merged
         self.windows: dict[int, _Window] = {}  # open windows by start
         self.closed_through = 0  # end of the last closed window; earlier starts are late
         self.last_close: str | None = None  # close of the last final bar, for fill
@@ -164,6 +237,8 @@ class BarBuilder:
         "_intervals",
         "_max_ts",
         "_next_partial_at",
+        "_price_scale",
+        "_size_scale",
         "fill_empty",
         "fill_skipped",
         "late",
@@ -194,9 +269,17 @@ class BarBuilder:
         self.fill_empty = fill_empty
         self.partial_every_us = partial_every_us
         self.max_fill_windows = max_fill_windows
-        self._intervals = [_Interval(label, length) for label, length in parse_intervals(intervals)]
+        parsed = parse_intervals(intervals)
+        finest = parsed[0][1]
+        self._intervals = [
+            _Interval(label, length, k > 0 and length % finest == 0)
+            for k, (label, length) in enumerate(parsed)
+        ]
         self._max_ts = -1  # largest event time observed
         self._next_partial_at = 0
+        # Decimal places of the window ints; they only grow (see _rescale).
+        self._price_scale = 0
+        self._size_scale = 0
         # counters for status / metrics
         self.trades = 0  # trades aggregated into at least one interval
         self.late = 0  # late records emitted (one per trade and missed interval)
@@ -210,12 +293,11 @@ class BarBuilder:
     def on_trades(self, trades: list[dict[str, Any]], now_us: int) -> list[dict[str, Any]]:
         """Aggregate a batch of trade dicts; return late records, closed and partial bars."""
         out: list[dict[str, Any]] = []
-        with localcontext(_SUM_CONTEXT):
-            for trade in trades:
-                try:
-                    self._add(trade, out)
-                except Exception as exc:  # a bug here must not cost the batch
-                    self._reject(trade, exc, out)
+        for trade in trades:
+            try:
+                self._add(trade, out)
+            except Exception as exc:  # a bug here must not cost the batch
+                self._reject(trade, exc, out)
         self._close(out)
         self._partials(now_us, out)
         return out
@@ -246,8 +328,8 @@ class BarBuilder:
         end of a run that will be resumed from recovery, where the windows stay open."""
         out: list[dict[str, Any]] = []
         for interval in self._intervals:
-            for start in sorted(interval.windows):
-                bar = self._render(interval, start, interval.windows[start], False, out)
+            for start in sorted(self._starts(interval)):
+                bar = self._render(interval, start, self._view(interval, start), False, out)
                 if bar is not None:
                     out.append(bar)
         return out
@@ -268,8 +350,9 @@ class BarBuilder:
         """
         due: list[int] = []
         for interval in self._intervals:
-            if interval.windows:
-                due.append(min(interval.windows) + interval.length + self.lateness_us)
+            starts = self._starts(interval)
+            if starts:
+                due.append(min(starts) + interval.length + self.lateness_us)
                 if self.partial_every_us and any(w.dirty for w in interval.windows.values()):
                     due.append(self._next_partial_at)
             elif self.fill_empty and interval.last_close is not None:
@@ -292,21 +375,33 @@ class BarBuilder:
                 raise TypeError(f"trade_id {trade_id!r} is not a string")
             if side != "buy" and side != "sell":
                 raise ValueError(f"side {side!r} is neither buy nor sell")
-            if type(price_text) is not str or _exact_amount(price_text) is None:
-                raise ValueError(_inexact("price", price_text))
-            if type(size_text) is not str or _exact_amount(size_text) is None:
-                raise ValueError(_inexact("size", size_text))
+            try:  # the cache lookup of _amount, inlined (a call costs as much)
+                price, price_scale = _AMOUNTS.get(price_text) or _amount(price_text)
+            except (AttributeError, TypeError, ValueError):  # not an accepted str
+                raise ValueError(_inexact("price", price_text)) from None
+            try:
+                size, size_scale = _AMOUNTS.get(size_text) or _amount(size_text)
+            except (AttributeError, TypeError, ValueError):
+                raise ValueError(_inexact("size", size_text)) from None
         except (KeyError, TypeError, ValueError) as exc:
             self._reject(trade, exc, out)
             return
-        price = Decimal(price_text)
-        size = Decimal(size_text)
+        if price_scale != self._price_scale or size_scale != self._size_scale:
+            if price_scale > self._price_scale or size_scale > self._size_scale:
+                self._rescale(
+                    max(price_scale, self._price_scale), max(size_scale, self._size_scale)
+                )
+            price *= 10 ** (self._price_scale - price_scale)
+            size *= 10 ** (self._size_scale - size_scale)
         buy = side == "buy"
         if ts > self._max_ts:
             self._max_ts = ts
         watermark = self._max_ts - self.lateness_us
         notional = price * size
+        seq = self.trades  # arrival order of the aggregated trades
         aggregated = False
+        finest = True  # the first pass of the loop
+        in_finest = False
         for interval in self._intervals:
             length = interval.length
             start = ts - ts % length
@@ -321,17 +416,48 @@ class BarBuilder:
                         "trade": trade,
                     }
                 )
+                finest = False
                 continue
             aggregated = True
+            if finest:
+                in_finest, finest = True, False
+            elif in_finest and interval.merged:
+                continue  # it comes with its finest window
             window = interval.windows.get(start)
             if window is None:
                 interval.windows[start] = _Window(
-                    ts, trade_id, price_text, price, size, notional, buy
+                    ts, trade_id, price_text, price, size, notional, buy, seq
                 )
+                continue
+            # Window.add, inlined: this runs once per trade and interval.
+            if ts < window.open_ts:  # ties keep the earlier arrival as open
+                window.open, window.open_ts, window.open_id = price_text, ts, trade_id
+            if ts >= window.close_ts:  # ties make the later arrival the close
+                window.close, window.close_ts, window.close_id = price_text, ts, trade_id
+            if price > window.high:
+                window.high, window.high_text, window.high_seq = price, price_text, seq
+            elif price < window.low:
+                window.low, window.low_text, window.low_seq = price, price_text, seq
+            window.volume += size
+            window.quote += notional
+            if buy:
+                window.buy += size
             else:
-                window.add(ts, trade_id, price_text, price, size, notional, buy)
+                window.sell += size
+            window.count += 1
+            window.dirty = True
         if aggregated:
             self.trades += 1
+
+    def _rescale(self, price_scale: int, size_scale: int) -> None:
+        """Move every open window to finer scales (exact: a multiplication)."""
+        price_factor = 10 ** (price_scale - self._price_scale)
+        size_factor = 10 ** (size_scale - self._size_scale)
+        for interval in self._intervals:
+            for window in interval.windows.values():
+                window.rescale(price_factor, size_factor)
+        self._price_scale = price_scale
+        self._size_scale = size_scale
 
     def _reject(self, trade: Any, exc: Exception, out: list[dict[str, Any]]) -> None:
         self.malformed += 1
@@ -365,6 +491,8 @@ class BarBuilder:
                 self._fill(interval, start, out)
             window = interval.windows.pop(start)
             interval.closed_through = start + length
+            if interval is self._intervals[0]:
+                self._merge_up(start, window)
             bar = self._render(interval, start, window, final=True, out=out)
             if bar is not None:
                 out.append(bar)
@@ -413,17 +541,72 @@ class BarBuilder:
         if not self.partial_every_us or now_us < self._next_partial_at:
             return
         emitted = False
+        finest = self._intervals[0].windows
         for interval in self._intervals:
-            for start in sorted(interval.windows):
-                window = interval.windows[start]
-                if window.dirty:
-                    window.dirty = False
-                    bar = self._render(interval, start, window, final=False, out=out)
+            for start in sorted(self._starts(interval)):
+                window = interval.windows.get(start)
+                dirty = window is not None and window.dirty
+                if interval.merged and not dirty:
+                    length = interval.length
+                    dirty = any(w.dirty for s, w in finest.items() if s - s % length == start)
+                if dirty:
+                    bar = self._render(interval, start, self._view(interval, start), False, out)
                     if bar is not None:
                         out.append(bar)
                         emitted = True
+        # Cleared only now: the finest windows' flags stand for the merged intervals too.
+        for interval in self._intervals:
+            for window in interval.windows.values():
+                window.dirty = False
         if emitted:
             self._next_partial_at = now_us + self.partial_every_us
+
+    def _merge_up(self, start: int, window: _Window) -> None:
+        """A closing finest window goes into the merged intervals' windows it is in time for
+        (when its trades arrived: that cannot change while it is open)."""
+        for interval in self._intervals:
+            if not interval.merged:
+                continue
+            coarse_start = start - start % interval.length
+            if coarse_start < interval.closed_through:
+                continue  # its trades were late for this interval (after a flush)
+            coarse = interval.windows.get(coarse_start)
+            if coarse is None:
+                interval.windows[coarse_start] = window.copy()
+            else:
+                coarse.merge(window)
+                coarse.dirty = coarse.dirty or window.dirty
+
+    def _starts(self, interval: _Interval) -> set[int]:
+        """Starts of the open windows of ``interval``, those still in its finest windows
+        included."""
+        starts = set(interval.windows)
+        if interval.merged:
+            length = interval.length
+            for start in self._intervals[0].windows:
+                coarse_start = start - start % length
+                if coarse_start >= interval.closed_through:
+                    starts.add(coarse_start)
+        return starts
+
+    def _view(self, interval: _Interval, start: int) -> _Window:
+        """The whole open window at ``start`` (a copy when finest windows are merged in)."""
+        window = interval.windows.get(start)
+        if not interval.merged:
+            assert window is not None
+            return window
+        length = interval.length
+        for fine_start in sorted(self._intervals[0].windows):
+            if fine_start - fine_start % length == start:
+                fine = self._intervals[0].windows[fine_start]
+                if window is None:
+                    window = fine.copy()
+                else:
+                    if window is interval.windows.get(start):
+                        window = window.copy()
+                    window.merge(fine)
+        assert window is not None
+        return window
 
     def _render(
         self,
@@ -450,13 +633,17 @@ class BarBuilder:
     def _bar(self, interval: _Interval, start: int, window: _Window, final: bool) -> dict[str, Any]:
         volume = window.volume
         quote = window.quote
+        size_scale = self._size_scale
         vwap: str | None = None
         if volume:
-            vwap = decimal_text(
-                _DIV_CONTEXT.divide(quote, volume).quantize(
-                    _VWAP_QUANTUM, rounding=ROUND_HALF_EVEN, context=_DIV_CONTEXT
-                )
-            )
+            # quote / volume = (quote / 10**(p+s)) / (volume / 10**s), to 18 places,
+            # rounded half-even on the exact remainder.
+            divisor = volume * 10**self._price_scale
+            places, remainder = divmod(quote * 10**VWAP_PLACES, divisor)
+            twice = 2 * remainder
+            if twice > divisor or (twice == divisor and places & 1):
+                places += 1
+            vwap = _text(places, VWAP_PLACES)
         return {
             "type": "bar",
             "schema_version": SCHEMA_VERSION,
@@ -469,17 +656,62 @@ class BarBuilder:
             "high": window.high_text,
             "low": window.low_text,
             "close": window.close,
-            "volume": decimal_text(volume),
-            "quote_volume": decimal_text(quote),
+            "volume": _text(volume, size_scale),
+            "quote_volume": _text(quote, self._price_scale + size_scale),
             "vwap": vwap,
-            "buy_volume": decimal_text(window.buy),
-            "sell_volume": decimal_text(window.sell),
+            "buy_volume": _text(window.buy, size_scale),
+            "sell_volume": _text(window.sell, size_scale),
             "trades": window.count,
             "first_trade_id": window.open_id,
             "last_trade_id": window.close_id,
             "final": final,
             "filled": False,
         }
+
+    def __setstate__(self, state: tuple[Any, dict[str, Any]]) -> None:
+        """Restore a pickle; one of the Decimal builder (before the scales) is converted."""
+        _, slots = state
+        for name, value in slots.items():
+            setattr(self, name, value)
+        if "_price_scale" not in slots:
+            self._price_scale, self._size_scale = _legacy_scales(self._intervals)
+            for interval in self._intervals:
+                interval.merged = False  # its windows hold every trade already
+                for window in interval.windows.values():
+                    _legacy_to_ints(window, self._price_scale, self._size_scale)
+                    window.high_seq = window.low_seq = 0
+
+
+def _places(value: Any) -> int:
+    """Decimal places of a legacy Decimal sum (its exponent: sums are not normalized)."""
+    exponent = value.as_tuple().exponent if isinstance(value, Decimal) else 0
+    return -exponent if isinstance(exponent, int) and exponent < 0 else 0
+
+
+def _legacy_scales(intervals: list[_Interval]) -> tuple[int, int]:
+    windows = [w for interval in intervals for w in interval.windows.values()]
+    sizes = max((_places(v) for w in windows for v in (w.volume, w.buy, w.sell)), default=0)
+    prices = max((_places(v) for w in windows for v in (w.high, w.low)), default=0)
+    quotes = max((_places(w.quote) for w in windows), default=0)
+    return max(prices, quotes - sizes), sizes
+
+
+def _legacy_to_ints(window: _Window, price_scale: int, size_scale: int) -> None:
+    """Decimal fields to ints at the given scales; a value that is no finite decimal
+    (only a corrupted state holds one) stays, and its bar becomes a dead letter."""
+
+    def scaled(value: Any, scale: int) -> Any:
+        try:
+            numerator, denominator = Decimal(value).as_integer_ratio()
+        except (ArithmeticError, ValueError, TypeError):
+            return value
+        return numerator * 10**scale // denominator
+
+    window.high = scaled(window.high, price_scale)
+    window.low = scaled(window.low, price_scale)
+    window.quote = scaled(window.quote, price_scale + size_scale)
+    for name in ("volume", "buy", "sell"):
+        setattr(window, name, scaled(getattr(window, name), size_scale))
 
 
 def _inexact(name: str, text: Any) -> str:
