@@ -182,6 +182,12 @@ class ReliableProducer:
         # into the backlog, and once librdkafka holds nothing the backlog is produced
         # again in produce order (docs/kafka_redis.md, "Delivery guarantees").
         self.holding = False
+        # Releasing (from then until librdkafka holds nothing again): new messages are
+        # still parked, so none of them can overtake a resent one inside librdkafka (seen
+        # on the real broker: resent messages stored after newer ones when the broker
+        # came back while both were queued); the parked ones go out once the resent ones
+        # are acknowledged, and then messages go direct again.
+        self.releasing = False
         self._backlog: list[Held] = []  # failed or purged messages
         self._parked: list[InFlight] = []  # batches taken while holding
         # Parked and backlogged messages beyond which a batch waits for the release.
@@ -200,7 +206,7 @@ class ReliableProducer:
     def _send(self, in_flight: InFlight, message: Kept) -> None:
         """Produce one message as the only one of ``in_flight``, or park it."""
         in_flight.messages.append(message)
-        if self.holding:
+        if self.holding or self.releasing:
             self._parked.append(in_flight)
             return
         self._produce_one(in_flight, message, (in_flight.serial, 0), in_flight.attempt)
@@ -231,7 +237,7 @@ class ReliableProducer:
         # than letting it overtake the failed message.
         self._producer.poll(0)
         in_flight = InFlight(self)
-        if self.holding:
+        if self.holding or self.releasing:
             self._parked.append(in_flight)
             return _park, in_flight
         return self._producer.produce, in_flight
@@ -300,9 +306,9 @@ class ReliableProducer:
         self.stats.produced += produced
         SINK_RECORDS.labels(self.label).inc(produced)
         self._producer.poll(0)
-        if self.holding or self._status or self._fatal is not None:
+        if self.holding or self.releasing or self._status or self._fatal is not None:
             self._service()
-            if self.holding and self._held() >= self._max_held:
+            if (self.holding or self.releasing) and self._held() >= self._max_held:
                 self._wait_for_release()
 
     def _held(self) -> int:
@@ -310,11 +316,11 @@ class ReliableProducer:
 
     def _wait_for_release(self) -> None:
         started = last_log = time.monotonic()
-        while self.holding:
+        while self.holding or self.releasing:
             self._producer.poll(0.1)
             self._service()
             now = time.monotonic()
-            if self.holding and now - last_log >= REPORT_EVERY_S:
+            if (self.holding or self.releasing) and now - last_log >= REPORT_EVERY_S:
                 last_log = now
                 log.warning(
                     "kafka sink: waiting %.0f s with %d message(s) held, last error: %s",
@@ -332,13 +338,16 @@ class ReliableProducer:
             self._producer.poll(0)
             if len(self._producer) == 0:  # nothing queued, in flight or unreported
                 self._release()
+        elif self.releasing and len(self._producer) == 0:
+            # What was released is acknowledged: the broker is back, direct again.
+            self._release(releasing=False)
         status, self._status = self._status, []
         if self.status_topic is not None:
             for record in status:
                 status_key, status_value, status_headers = encode_record(record)
                 self.produce(self.status_topic, status_value, status_key, status_headers)
 
-    def _release(self) -> None:
+    def _release(self, releasing: bool = True) -> None:
         """Produce the backlog and the parked batches again, in produce order."""
         held = self._backlog
         for parked in self._parked:
@@ -347,6 +356,7 @@ class ReliableProducer:
         held.sort(key=_order_of)
         self._backlog, self._parked = [], []
         self.holding = False
+        self.releasing = releasing
         in_flight = InFlight(self, origins=[])
         origins = in_flight.origins
         assert origins is not None
@@ -365,7 +375,12 @@ class ReliableProducer:
         while True:
             self._service()
             left = self._producer.flush(1.0)
-            if left == 0 and not self.holding and not self._status and self._fatal is None:
+            if (
+                left == 0
+                and not (self.holding or self.releasing)
+                and not self._status
+                and self._fatal is None
+            ):
                 return
             now = time.monotonic()
             if now - last_log >= REPORT_EVERY_S:
