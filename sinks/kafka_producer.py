@@ -12,14 +12,16 @@ loses a message silently.
   librdkafka holds any of its messages, so what is kept is bounded by what is
   in flight: librdkafka's queue (``queue.buffering.max.messages`` /
   ``.kbytes``; a full queue makes the sink wait) rounded up to whole batches,
-  plus the failed messages waiting in ``_retry``. (One callback per batch, not
+  plus the messages held for a resend (at most ``queue.buffering.max.messages``
+  more, then the sink waits). (One callback per batch, not
   per message: a million short-lived callback objects make Python's cyclic GC
   halve the sink's throughput, bench/sink_throughput.py.)
 - Delivery errors (reported only for failures: ``delivery.report.only.error``)
   are counted (``candlewax_sink_errors_total{sink="kafka"}``), logged, reported
   as ``status`` records (event ``error``) on the status topic, and the message is
-  produced again. A broker that is away (message timed out, transport failure)
-  is retried for as long as it takes: the flow waits at the next ``checkpoint``.
+  produced again, in its place ("Order across a resend" below). A broker that
+  is away (message timed out, transport failure) is retried for as long as it
+  takes: the flow waits at the next ``checkpoint``.
   Other errors are retried up to ``MAX_ATTEMPTS`` times; a permanent error
   (message too large, topic not authorized, ...) or the last attempt drops the
   message, counted in ``candlewax_sink_dropped_total{sink="kafka"}``.
@@ -32,9 +34,17 @@ loses a message silently.
 
 librdkafka retries transient failures itself (broker restart, leader change)
 for ``message.timeout.ms`` (5 minutes by default) before reporting them; the
-idempotent producer keeps those retries free of duplicates and reordering. A
-message produced again after such a report goes behind newer messages of its
-key, and may be a duplicate (same ``msg_id``) if the broker had stored it.
+idempotent producer keeps those retries free of duplicates and reordering.
+
+Order across a resend: every message has its place in produce order (``Order``:
+the serial of its first InFlight and its index there). The first failure that
+is retried makes the producer hold: new messages are parked (not handed to
+librdkafka), librdkafka's queue is purged back into the backlog (``_PURGE_QUEUE``
+reports, not errors), and once librdkafka holds nothing the backlog and the
+parked messages are produced again sorted by place; new messages stay parked
+until those are acknowledged. A message produced again may be a duplicate (same
+``msg_id``) if the broker had stored it, not behind a newer one of its key
+(but for a one-batch window, docs/kafka_redis.md).
 """
 
 from __future__ import annotations

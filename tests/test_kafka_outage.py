@@ -120,8 +120,7 @@ def test_an_outage_longer_than_the_message_timeout_loses_no_message_nor_header(
             records = [m.json() for m in by_msg_id(messages)]
             assert sorted(map(repr, records)) == sorted(map(repr, direct[channel])), channel
         # Stage 2 over the raw topic: every frame is a frame again (no dead letter) and
-        # every trade comes out once. (Its bars can differ from the direct run's: a frame
-        # produced again goes behind newer frames of its symbol, docs/kafka_redis.md.)
+        # every trade comes out once (order and bars: the test below).
         stage2 = parse_config(
             {
                 "sources": [
