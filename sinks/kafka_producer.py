@@ -423,8 +423,9 @@ class ReliableProducer:
             log.error("kafka sink: a failed message was not kept; producing it without headers")
             message = (msg.topic() or "", msg.value(), msg.key(), ())
         code = err.code()
-        if code == KafkaError._PURGE_QUEUE and self.holding:  # our purge: back in line
+        if code == KafkaError._PURGE_QUEUE:  # our own purge (only we purge): back in line
             self._backlog.append((order, message, attempt))
+            self.holding = True  # should it land after a release: what was released too
             return
         self.stats.delivery_errors += 1
         SINK_ERRORS.labels(self.label).inc()
