@@ -6,7 +6,8 @@ no known type (counted); ``KafkaRawSink`` writes raw frames to
 ``<prefix>.raw.<venue>`` (sources/kafka_raw.py). Both create missing topics on
 start and share the delivery guarantees of ``ReliableProducer``: idempotent,
 acks=all, a full queue waits instead of failing, delivery errors counted,
-reported and retried, ``checkpoint`` waits for every acknowledgement.
+reported and retried in produce order, ``checkpoint`` waits for every
+acknowledgement.
 
 Topic layout: sinks/kafka_topics.py. Guide: docs/kafka_redis.md.
 """
