@@ -22,7 +22,7 @@ from flow_helpers import BTC_SPOT, outputs
 from gated_source import GatedSource
 from services import Message, Services, consume_all, delete_topics, unique
 
-from candlewax.config import parse_config
+from candlewax.config import PipelineConfig, parse_config
 from candlewax.metrics import REGISTRY
 from flows.pipeline import build_flow
 from flows.runner import run_pipeline
@@ -51,13 +51,10 @@ def by_msg_id(messages: list[Message]) -> list[Message]:
     return out
 
 
-def test_an_outage_longer_than_the_message_timeout_loses_no_message_nor_header(
-    services: Services, tmp_path: Path
-) -> None:
-    prefix = unique("outage")
-    frames = list(read_capture(BTC_SPOT, "binance"))[:12_000]
+def outage_config(services: Services, tmp_path: Path, prefix: str) -> PipelineConfig:
+    """Replay of BTC_SPOT to JSONL (the direct run) and to Kafka with a short timeout."""
     producer = {"message.timeout.ms": TIMEOUT_MS, "reconnect.backoff.max.ms": 500}
-    cfg = parse_config(
+    return parse_config(
         {
             "sources": [{"venue": "binance", "mode": "replay", "capture": str(BTC_SPOT)}],
             "operators": {"ohlcv": {"intervals": ["1s"]}},
@@ -72,6 +69,14 @@ def test_an_outage_longer_than_the_message_timeout_loses_no_message_nor_header(
             ],
         }
     )
+
+
+def test_an_outage_longer_than_the_message_timeout_loses_no_message_nor_header(
+    services: Services, tmp_path: Path
+) -> None:
+    prefix = unique("outage")
+    frames = list(read_capture(BTC_SPOT, "binance"))[:12_000]
+    cfg = outage_config(services, tmp_path, prefix)
     at_stop, down = threading.Event(), threading.Event()
     at_end, up = threading.Event(), threading.Event()
     gates = {4000: (at_stop, down), 8000: (at_end, up)}
@@ -211,22 +216,7 @@ def test_an_outage_longer_than_the_message_timeout_keeps_every_key_in_produce_or
     # sink held and purged its queue on a failure, the resent ones went behind those.
     prefix = unique("order")
     frames = list(read_capture(BTC_SPOT, "binance"))[:12_000]
-    producer = {"message.timeout.ms": TIMEOUT_MS, "reconnect.backoff.max.ms": 500}
-    cfg = parse_config(
-        {
-            "sources": [{"venue": "binance", "mode": "replay", "capture": str(BTC_SPOT)}],
-            "operators": {"ohlcv": {"intervals": ["1s"]}},
-            "sinks": [
-                {"type": "jsonl", "path": str(tmp_path / "direct")},
-                {
-                    "type": "kafka",
-                    "brokers": [services.kafka],
-                    "topic_prefix": prefix,
-                    "producer": producer,
-                },
-            ],
-        }
-    )
+    cfg = outage_config(services, tmp_path, prefix)
     source = TrickleSource(frames, stop_at=3000, pause_at=10_000)
     errors_before = delivery_errors()
     seen: dict[str, Any] = {}
