@@ -27,7 +27,7 @@ from typing import Any
 from candlewax import resync
 from candlewax.schema import make_bbo, make_book, make_status
 from candlewax.symbols import to_native
-from operators.book_side import BookSide, Level, is_zero_size
+from operators.book_side import BookSide, Level, is_zero_size, reusable
 from operators.book_sides import NotRepresentable, Side, new_side, to_python
 from operators.checksum import OKX_DEPTH, okx_checksum
 from operators.events import DepthMsg
@@ -37,13 +37,6 @@ __all__ = ["BookError", "BookKeeper", "BookSide", "Level", "OrderBook", "is_zero
 
 class BookError(ValueError):
     """A depth message the book cannot use (the caller dead-letters it)."""
-
-
-_SEQUENCES = (list, tuple)
-
-
-def _reusable(levels: Iterable[Level]) -> list[Level] | tuple[Level, ...]:
-    return levels if isinstance(levels, _SEQUENCES) else list(levels)
 
 
 class OrderBook:
@@ -60,7 +53,7 @@ class OrderBook:
         self.asks: Side = new_side(descending=False)
 
     def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
-        bids, asks = _reusable(bids), _reusable(asks)  # a fallback goes over them again
+        bids, asks = reusable(bids), reusable(asks)  # a fallback goes over them again
         try:
             self.bids.update(bids)
         except NotRepresentable:
@@ -74,7 +67,7 @@ class OrderBook:
 
     def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         # A snapshot starts afresh: a side that fell back may go native again.
-        bids, asks = _reusable(bids), _reusable(asks)
+        bids, asks = reusable(bids), reusable(asks)
         self.bids = new_side(descending=True)
         self.asks = new_side(descending=False)
         try:

@@ -34,6 +34,11 @@ _NONZERO_LEAD = frozenset("123456789")
 _SEQUENCES = (list, tuple)
 
 
+def reusable(levels: Iterable[Level]) -> list[Level] | tuple[Level, ...]:
+    """``levels`` as a sequence that can be gone over again (a retry after a fallback)."""
+    return levels if isinstance(levels, _SEQUENCES) else list(levels)
+
+
 def is_zero_size(size: str) -> bool:
     """True when the size text is zero in value ("0", "0.00000000", "0E-8").
 
@@ -106,7 +111,7 @@ class BookSide:
         if self._key is not float:
             self._update(levels, self._key)
             return
-        todo = levels if isinstance(levels, _SEQUENCES) else list(levels)
+        todo = reusable(levels)
         try:
             self._update(todo, float)
         except _Collision:
