@@ -11,8 +11,7 @@ Checks are plain functions in two tables, ``SOURCE_CHECKS`` keyed by source
 config, the whole pipeline config and a label naming the item for the user
 (``sinks[1] (kafka)``, or ``--kafka`` for ``candlewax replay``) and raises
 ``PreflightError(f"{label}: <cause>: <fix>")``. Another check (e.g. "Kafka
-broker reachable") is one more entry: ``SINK_CHECKS["kafka"] = [check_brokers]``,
-``SOURCE_CHECKS["kafka"] = [...]``.
+broker reachable", ``sinks.kafka_client``) is one more entry, as Kafka and Redis are.
 
 ``user_error`` is the one place that decides what is the user's doing (our
 error types, and an ``OSError`` naming a file) and what is a bug (anything
@@ -180,13 +179,26 @@ def _redis(sink: Any, cfg: PipelineConfig, label: str) -> None:
         client.close()
 
 
-SOURCE_CHECKS: dict[str, list[SourceCheck]] = {"replay": [_replay]}
+def _kafka_sink(sink: Any, cfg: PipelineConfig, label: str) -> None:
+    from sinks.kafka_client import check_sink
+
+    check_sink(sink, cfg, label)
+
+
+def _kafka_source(src: SourceConfig, cfg: PipelineConfig, label: str) -> None:
+    from sinks.kafka_client import check_source
+
+    check_source(src, cfg, label)
+
+
+SOURCE_CHECKS: dict[str, list[SourceCheck]] = {"replay": [_replay], "kafka": [_kafka_source]}
 SINK_CHECKS: dict[str, list[SinkCheck]] = {
     "jsonl": [_jsonl],
     "parquet": [_directory_sink],
     "recorder": [_recorder],
     "websocket": [_websocket],
     "redis": [_redis],
+    "kafka": [_kafka_sink],
 }
 
 

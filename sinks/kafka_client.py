@@ -6,10 +6,11 @@ logging, and a bounded broker check before a flow starts.
   ``candlewax.librdkafka`` logger instead, at librdkafka's level, at most one
   line per client, facility and level per 10 s: a broker that is away makes
   librdkafka log every reconnect attempt (about 20 lines a second).
-- ``check_pipeline`` asks every Kafka sink's and Kafka source's brokers for
-  their metadata, bounded by ``CHECK_TIMEOUT_S``, before the flow is built, and
-  raises ``KafkaUnavailable`` (one line: what, where, why, the fix) instead of a
-  run that fails deep inside the engine a minute later.
+- ``check_sink`` / ``check_source`` (entries of ``candlewax.preflight``'s tables)
+  ask a Kafka sink's or Kafka source's brokers for their metadata, bounded by
+  ``CHECK_TIMEOUT_S``, before the flow is built, and raise ``KafkaUnavailable``
+  (one line: what, where, why, the fix) instead of a run that fails deep inside
+  the engine a minute later.
 """
 
 from __future__ import annotations
@@ -18,8 +19,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from candlewax.config import ConfigError, PipelineConfig
 from candlewax.config import KafkaSink as KafkaSinkConfig
+from candlewax.config import PipelineConfig, SourceConfig
+from candlewax.preflight import PreflightError
 from sources.kafka_raw import consumer_settings, topic_of
 
 if TYPE_CHECKING:
@@ -32,11 +34,11 @@ LOG_EVERY_S = 10.0
 CHECK_TIMEOUT_S = 5.0
 
 
-class KafkaUnavailable(ConfigError):
+class KafkaUnavailable(PreflightError):
     """Kafka brokers a pipeline names do not answer (or lack a topic it reads).
 
-    A ConfigError, so the CLI prints it as one line and exits 2 like any other
-    problem with the pipeline file: the fix is in the file or the cluster."""
+    A PreflightError, so the CLI prints it as one line and exits 2 like any other
+    problem found before the run (Redis down, a port in use)."""
 
 
 class LibrdkafkaLog:
@@ -116,26 +118,21 @@ def check_brokers(
         )
 
 
-def check_pipeline(cfg: PipelineConfig, *, timeout_s: float = CHECK_TIMEOUT_S) -> None:
-    """Check the brokers of every Kafka sink and every ``mode: kafka`` source."""
+def check_sink(sink: KafkaSinkConfig, cfg: PipelineConfig, label: str) -> None:
+    """Preflight of a Kafka sink (candlewax.preflight): its brokers answer."""
     from sinks.kafka_producer import DEFAULT_PRODUCER
 
-    for i, sink in enumerate(cfg.sinks):
-        if isinstance(sink, KafkaSinkConfig):
-            check_brokers(
-                sink.brokers,
-                {**DEFAULT_PRODUCER, **sink.producer},
-                what=f"sinks[{i}] (kafka)",
-                producer=True,
-                timeout_s=timeout_s,
-            )
-    for i, src in enumerate(cfg.sources):
-        if src.mode == "kafka" and src.kafka is not None:
-            check_brokers(
-                src.kafka.brokers,
-                consumer_settings(src.kafka),
-                what=f"sources[{i}] (kafka)",
-                producer=False,
-                topics=(topic_of(src.venue, src.kafka),),
-                timeout_s=timeout_s,
-            )
+    check_brokers(sink.brokers, {**DEFAULT_PRODUCER, **sink.producer}, what=label, producer=True)
+
+
+def check_source(src: SourceConfig, cfg: PipelineConfig, label: str) -> None:
+    """Preflight of a ``mode: kafka`` source: its brokers answer and hold its topic."""
+    if src.kafka is None:
+        return
+    check_brokers(
+        src.kafka.brokers,
+        consumer_settings(src.kafka),
+        what=label,
+        producer=False,
+        topics=(topic_of(src.venue, src.kafka),),
+    )
