@@ -241,6 +241,10 @@ def bench_cluster(
 def run_bench(args: argparse.Namespace) -> int:
     config_args = (args.captures, args.venue, args.intervals)
     cfg = bench_config(*config_args)  # a bad venue or capture fails here, in one line
+    from candlewax.preflight import preflight
+
+    # A capture of another venue would be timed as dead letters: refuse it as replay does.
+    preflight(cfg, {f"sources[{i}]": f"capture {i + 1}" for i in range(len(cfg.sources))})
     try:
         if args.processes == 1:
             frames, results = bench_here(cfg, args.rounds)

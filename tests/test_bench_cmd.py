@@ -99,6 +99,14 @@ def test_missing_capture_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixtu
     assert "Traceback" not in err
 
 
+def test_a_capture_of_another_venue_is_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    # Before: it was "benchmarked" as 410 dead letters, exit 0.
+    assert main(["bench", str(OKX_V5), "--venue", "binance"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert "capture 1:" in err and "--venue okx" in err
+
+
 def test_processes_must_be_positive(capsys: pytest.CaptureFixture[str]) -> None:
     with pytest.raises(SystemExit) as exc:
         main(["bench", str(OKX_V5), "--venue", "okx", "--processes", "0"])
