@@ -58,6 +58,10 @@ import multiprocessing as mp
 import os
 import platform
 import re
+import resource
+import select
+import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -71,7 +75,11 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# CANDLEWAX_BENCH_CODE=<checkout>: the flow and the server (also in the processes this
+# spawns: they inherit the variable) run that checkout's code; the clients and the
+# measurement stay this script's. For comparing servers with the same clients.
+CODE = Path(os.environ.get("CANDLEWAX_BENCH_CODE") or ROOT).resolve()
+sys.path.insert(0, str(CODE))
 
 from candlewax.config import WebsocketSink, parse_config  # noqa: E402
 from candlewax.schema import make_trade  # noqa: E402
@@ -141,60 +149,70 @@ class PacedSource(FixedPartitionedSource[RawFrame, None]):
         return _Paced(*self.args)
 
 
-# ---- clients (second process) ----
+# ---- clients (other processes) ----
 
 
-class _Reader(asyncio.Protocol):
-    """The least a WebSocket client can do: handshake, one masked subscribe frame,
-    then split server frames and read every record's ts_ingest."""
+class _Connection:
+    """One raw WebSocket client connection: handshake and subscribe (blocking, before
+    the run), then only non-blocking reads. Everything read is kept with the wall clock
+    of the read and parsed after the run (``records``): during the run a client costs
+    one ``recv`` per readable socket, so the clients are not what the run measures."""
 
-    def __init__(self, host: str, port: int, path: str, subscribe: bytes, out: _Sink) -> None:
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
-        ).encode()
-        self.subscribe = subscribe
-        self.out = out
-        self.buf = b""
-        self.open = False
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def __init__(self, host: str, port: int, path: str, subscribe: bytes) -> None:
+        sock = socket.create_connection((host, port), timeout=30)
+        sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
+            ).encode()
+        )
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += _recv_some(sock)
+        if not buf.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(buf[:200].decode(errors="replace"))
+        buf = buf[buf.index(b"\r\n\r\n") + 4 :]
+        sock.sendall(_masked_text(subscribe))
+        while b'{"type":"subscribed"' not in buf:  # live data comes after it
+            buf += _recv_some(sock)
+        sock.setblocking(False)
+        self.sock = sock
+        self.chunks: list[bytes] = [buf]
+        self.stamps = array("q", [0])  # wall clock (us) of each read
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns() // 1000  # client out
-        buf = self.buf + data
-        if not self.open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                raise RuntimeError(buf[:200].decode(errors="replace"))
-            self.open = True
-            self.transport.write(_masked_text(self.subscribe))
-            buf = buf[end + 4 :]
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
+    def records(self, sink: _Sink) -> None:
+        """Split what was read into frames; a frame's "client out" is the read that
+        brought its last byte."""
+        buf = b""
+        for data, now in zip(self.chunks, self.stamps, strict=True):
+            buf += data
+            pos, size = 0, len(buf)
+            while size - pos >= 2:
+                opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+                head = 2
+                if length == 126:
+                    if size - pos < 4:
+                        break
+                    length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+                elif length == 127:
+                    if size - pos < 10:
+                        break
+                    length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+                if size - pos < head + length:
                     break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if size - pos < head + length:
-                break
-            if opcode == 1:
-                self.out.message(buf[pos + head : pos + head + length], now, self)
-            pos += head + length
-        self.buf = buf[pos:]
+                if opcode == 1:
+                    sink.message(buf[pos + head : pos + head + length], now)
+                pos += head + length
+            buf = buf[pos:]
+        self.chunks = []
+
+
+def _recv_some(sock: socket.socket) -> bytes:
+    data = sock.recv(65536)
+    if not data:
+        raise RuntimeError("server closed the connection while subscribing")
+    return data
 
 
 def _masked_text(payload: bytes) -> bytes:
@@ -213,19 +231,16 @@ class _Sink:
         self.first_rx = 0.0
         self.last_rx = 0.0
 
-    def message(self, payload: bytes, now: int, reader: _Reader) -> None:
-        if payload.startswith(b'{"type":"subscribed"'):
-            if not reader.ready.done():
-                reader.ready.set_result(None)
-            return
+    def message(self, payload: bytes, now: int) -> None:
         if payload.startswith(b'{"type":"dropped"'):
             self.dropped += int(re.search(rb'"count":(\d+)', payload).group(1))  # type: ignore[union-attr]
             return
+        if payload.startswith(b'{"type":"') and not payload.startswith(b'{"type":"trade"'):
+            return  # hello, subscribed, snapshot
         stamps = TS_RE.findall(payload)
         if not stamps:
             return
         self.messages += 1
-        self.last_rx = time.monotonic()
         first = self.first_ts
         if first is None:
             first = self.first_ts = int(stamps[0])
@@ -237,36 +252,51 @@ class _Sink:
                 self.latencies.append(now - ts)
 
 
-async def _clients(url: str, subscriptions: list[bytes], deadline_s: float, conn: Any) -> None:
+def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn: Any) -> None:
+    """Raw clients, one epoll loop: per readable socket one ``recv`` and the time of
+    it; frames are parsed after the run. Sends back the latencies (us), records and
+    messages received, drops reported, and this process's CPU seconds while receiving."""
+    gc.disable()
     host, port = url.split("//")[1].split("/")[0].split(":")
     path = "/" + url.split("//")[1].split("/", 1)[1]
-    loop = asyncio.get_running_loop()
-    sink = _Sink()
-    gate = asyncio.Semaphore(50)  # do not overflow the listen backlog
-
-    async def one(subscribe: bytes) -> Any:
-        async with gate:
-            transport, reader = await loop.create_connection(
-                lambda: _Reader(host, int(port), path, subscribe, sink), host, int(port)
-            )
-            await asyncio.wait_for(reader.ready, 30)
-            return transport
-
-    transports = await asyncio.gather(*(one(s) for s in subscriptions))
+    connections = [_Connection(host, int(port), path, s) for s in subscriptions]
+    by_fd = {c.sock.fileno(): c for c in connections}
+    reads = {fd: c.sock.recv for fd, c in by_fd.items()}
+    chunks = {fd: c.chunks.append for fd, c in by_fd.items()}
+    stamps = {fd: c.stamps.append for fd, c in by_fd.items()}
+    poller = select.epoll()
+    for fd in by_fd:
+        poller.register(fd, select.EPOLLIN)
     conn.send("ready")
+    cpu = time.process_time()
+    clock = time.time_ns
     hard_stop = time.monotonic() + deadline_s
-    while time.monotonic() < hard_stop:
-        await asyncio.sleep(0.2)
-        if sink.last_rx and time.monotonic() - sink.last_rx > 3.0:
+    last_rx = 0.0
+    reads = 0
+    while True:
+        events = poller.poll(0.2)
+        if events:
+            last_rx = time.monotonic()
+            reads += len(events)
+            for fd, _ in events:
+                data = reads[fd](1 << 20)
+                if data:
+                    chunks[fd](data)
+                    stamps[fd](clock() // 1000)  # client out
+                else:
+                    poller.unregister(fd)
+        elif last_rx and time.monotonic() - last_rx > 3.0:
             break
-    for transport in transports:
-        transport.close()
-    conn.send((sink.latencies.tobytes(), sink.records, sink.messages, sink.dropped))
-
-
-def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn: Any) -> None:
-    gc.disable()
-    asyncio.run(_clients(url, subscriptions, deadline_s, conn))
+        if time.monotonic() > hard_stop:
+            break
+    cpu = time.process_time() - cpu
+    sink = _Sink()
+    for c in connections:
+        c.sock.close()
+        c.records(sink)
+    conn.send(
+        (sink.latencies.tobytes(), sink.records, sink.messages, sink.dropped, 0.0, (cpu, reads))
+    )
 
 
 def sdk_client_process(url: str, deadline_s: float, conn: Any, hold: bool = False) -> None:
@@ -355,6 +385,7 @@ class Result:
     server_dropped: int
     latencies: list[int]
     receive_s: float = 0.0  # first to last record at the client (throughput runs)
+    cpu: str = ""  # CPU seconds per process during the run, and the load average
 
     def pct(self, p: float) -> float | None:
         lat = sorted(self.latencies)
@@ -437,8 +468,14 @@ def run(
             pipes.append(parent)
             procs.append(proc)
         flow = build_flow(cfg, source=PacedSource(texts, rate, seconds))
+        server_pids = [p for p in getattr(server, "pids", list)() if p is not None]
+        usage = _CpuUsage(server_pids)
+        profilers = _profile(name, server_pids, seconds)
         run_main(flow)  # type: ignore[no-untyped-call]
         answers = [parent.recv() for parent in pipes]
+        cpu = usage.done([a[5] if len(a) > 5 else None for a in answers])
+        for profiler in profilers:
+            profiler.wait(60)
         for proc in procs:
             proc.join(30)
         server_dropped = _status(server.http_url)["dropped"]
@@ -463,9 +500,72 @@ def run(
                 server_dropped,
                 list(latencies),
                 rest[0] if rest else 0.0,
+                cpu,
             )
         )
     return results
+
+
+class _CpuUsage:
+    """CPU seconds of the flow's process (the engine; with ``processes: 0`` the server
+    thread too), of each server process and of the clients over one run, so a run
+    that misses shows which process the 2 shared cores could not serve."""
+
+    def __init__(self, server_pids: list[int]) -> None:
+        self.pids = server_pids
+        self.start = time.monotonic()
+        self.load = os.getloadavg()[0]
+        self.flow = _own_cpu()
+        self.servers = [_pid_cpu(pid) for pid in server_pids]
+
+    def done(self, clients: list[tuple[float, int] | None]) -> str:
+        """``clients``: per client process, its CPU seconds while receiving and its reads."""
+        wall = time.monotonic() - self.start
+        flow = _own_cpu() - self.flow
+        now = [_pid_cpu(pid) for pid in self.pids]
+        servers = [after - before for after, before in zip(now, self.servers, strict=True)]
+        parts = [f"flow {flow:.1f}"]
+        parts += [f"server {cpu:.1f}" for cpu in servers] or ["server in the flow"]
+        parts += [f"clients {c[0]:.1f} ({c[1]:,} reads)" for c in clients if c is not None]
+        return (
+            f"CPU s over {wall:.1f} s wall: {', '.join(parts)}; "
+            f"load average {self.load:.2f} -> {os.getloadavg()[0]:.2f}"
+        )
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _pid_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+PROFILE: dict[str, str] = {}  # --py-spy: {"bin": py-spy, "dir": where the profiles go}
+
+
+def _profile(name: str, pids: list[int], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """With --py-spy: sample each server process (and the flow's) while the flow runs,
+    without stopping them (--nonblocking); collapsed stacks per process."""
+    if not PROFILE:
+        return []
+    out = Path(PROFILE["dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [(f"server{i}", pid) for i, pid in enumerate(pids)] + [("flow", os.getpid())]
+    return [
+        subprocess.Popen(
+            [
+                *(PROFILE["bin"], "record", "--nonblocking", "--format", "raw", "-r", "250"),
+                *("-d", str(int(seconds + 1)), "-p", str(pid)),
+                *("-o", str(out / f"{name}-{who}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for who, pid in targets
+    ]
 
 
 def run_throughput(
@@ -557,6 +657,8 @@ def main(argv: list[str] | None = None) -> int:
         "--max-records", type=int, default=200_000, help="records queued for the *-max runs"
     )
     parser.add_argument("--scenario", action="append", help="run only these (repeatable)")
+    parser.add_argument("--py-spy", help="py-spy binary: profile the server and flow processes")
+    parser.add_argument("--profile-dir", default="out/bench-fanout-profiles")
     parser.add_argument(
         "--switch-interval",
         type=float,
@@ -565,6 +667,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
+    if args.py_spy:
+        PROFILE.update(bin=args.py_spy, dir=args.profile_dir)
     seconds = args.seconds or (5.0 if args.quick else 10.0)
     rate = args.rate
     one = dict(clients=1, symbols=100)
@@ -591,7 +695,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# fan-out latency, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {seconds:g} s per run, "
         f"switch interval {sys.getswitchinterval() * 1000:g} ms, "
-        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+        f"server code {CODE}"
     )
     print(
         "| scenario | clients | msg/s in | records expected | received | records/s "
@@ -608,6 +713,8 @@ def main(argv: list[str] | None = None) -> int:
         for result in runs:
             results[result.name] = result
             print(result.row(), flush=True)
+            if result.cpu:
+                print(f"  ({result.cpu})", flush=True)
             if result.dropped or result.server_dropped:
                 print(
                     f"  (dropped: client saw {result.dropped}, "
