@@ -261,7 +261,7 @@ def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn
     path = "/" + url.split("//")[1].split("/", 1)[1]
     connections = [_Connection(host, int(port), path, s) for s in subscriptions]
     by_fd = {c.sock.fileno(): c for c in connections}
-    reads = {fd: c.sock.recv for fd, c in by_fd.items()}
+    receive = {fd: c.sock.recv for fd, c in by_fd.items()}
     chunks = {fd: c.chunks.append for fd, c in by_fd.items()}
     stamps = {fd: c.stamps.append for fd, c in by_fd.items()}
     poller = select.epoll()
@@ -279,7 +279,7 @@ def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn
             last_rx = time.monotonic()
             reads += len(events)
             for fd, _ in events:
-                data = reads[fd](1 << 20)
+                data = receive[fd](1 << 20)
                 if data:
                     chunks[fd](data)
                     stamps[fd](clock() // 1000)  # client out
