@@ -224,6 +224,7 @@ def _masked_text(payload: bytes) -> bytes:
 class _Sink:
     def __init__(self) -> None:
         self.latencies = array("q")
+        self.worst: dict[int, int] = {}  # 100 ms of input (by ts_ingest) -> worst latency
         self.records = 0
         self.messages = 0
         self.dropped = 0
@@ -250,6 +251,9 @@ class _Sink:
             self.records += 1
             if ts >= cutoff:
                 self.latencies.append(now - ts)
+                slot = (ts - first) // 100_000
+                if now - ts > self.worst.get(slot, 0):
+                    self.worst[slot] = now - ts
 
 
 def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn: Any) -> None:
@@ -294,9 +298,8 @@ def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn
     for c in connections:
         c.sock.close()
         c.records(sink)
-    conn.send(
-        (sink.latencies.tobytes(), sink.records, sink.messages, sink.dropped, 0.0, (cpu, reads))
-    )
+    usage = (cpu, reads, sink.worst)
+    conn.send((sink.latencies.tobytes(), sink.records, sink.messages, sink.dropped, 0.0, usage))
 
 
 def sdk_client_process(url: str, deadline_s: float, conn: Any, hold: bool = False) -> None:
@@ -517,9 +520,11 @@ class _CpuUsage:
         self.load = os.getloadavg()[0]
         self.flow = _own_cpu()
         self.servers = [_pid_cpu(pid) for pid in server_pids]
+        self.box = _box_cpu()
 
-    def done(self, clients: list[tuple[float, int] | None]) -> str:
-        """``clients``: per client process, its CPU seconds while receiving and its reads."""
+    def done(self, clients: list[tuple[float, int, dict[int, int]] | None]) -> str:
+        """``clients``: per client process, its CPU seconds while receiving, its reads
+        and its worst latency per 100 ms of input (printed with --timeline)."""
         wall = time.monotonic() - self.start
         flow = _own_cpu() - self.flow
         now = [_pid_cpu(pid) for pid in self.pids]
@@ -527,10 +532,21 @@ class _CpuUsage:
         parts = [f"flow {flow:.1f}"]
         parts += [f"server {cpu:.1f}" for cpu in servers] or ["server in the flow"]
         parts += [f"clients {c[0]:.1f} ({c[1]:,} reads)" for c in clients if c is not None]
-        return (
+        busy, idle = (after - before for after, before in zip(_box_cpu(), self.box, strict=True))
+        text = (
             f"CPU s over {wall:.1f} s wall: {', '.join(parts)}; "
+            f"whole machine {busy:.1f} busy, {idle:.1f} idle; "
             f"load average {self.load:.2f} -> {os.getloadavg()[0]:.2f}"
         )
+        worst: dict[int, int] = {}
+        for c in clients:
+            for slot, latency in (c[2] if c is not None else {}).items():
+                worst[slot] = max(worst.get(slot, 0), latency)
+        if TIMELINE and worst:
+            text += "\n  worst ms per 100 ms of input: " + " ".join(
+                f"{worst.get(slot, 0) // 1000}" for slot in range(min(worst), max(worst) + 1)
+            )
+        return text
 
 
 def _own_cpu() -> float:
@@ -538,11 +554,19 @@ def _own_cpu() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def _box_cpu() -> tuple[float, float]:
+    """Core-seconds the whole machine spent busy and idle (every process, ours or not)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK"), idle / os.sysconf("SC_CLK_TCK")
+
+
 def _pid_cpu(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+TIMELINE = False  # --timeline
 PROFILE: dict[str, str] = {}  # --py-spy: {"bin": py-spy, "dir": where the profiles go}
 
 
@@ -659,6 +683,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--scenario", action="append", help="run only these (repeatable)")
     parser.add_argument("--py-spy", help="py-spy binary: profile the server and flow processes")
     parser.add_argument("--profile-dir", default="out/bench-fanout-profiles")
+    parser.add_argument("--timeline", action="store_true", help="worst latency per 100 ms")
     parser.add_argument(
         "--switch-interval",
         type=float,
@@ -667,6 +692,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
+    global TIMELINE
+    TIMELINE = args.timeline
     if args.py_spy:
         PROFILE.update(bin=args.py_spy, dir=args.profile_dir)
     seconds = args.seconds or (5.0 if args.quick else 10.0)
