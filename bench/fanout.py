@@ -39,6 +39,8 @@ unless the name says ``thread`` (``processes: 0``: a thread of the flow's proces
 - 1000-by-symbol-thread / 1000-by-symbol: 1,000 clients, each subscribed to one of
   100 symbols (10 per symbol), no batching, 10k msg/s in, 100k msg/s out, with the
   engine busy (1s/1m/1h bars on): server thread vs server process.
+- 1000-by-symbol-2proc: the same with two server processes (``processes: 2``,
+  SO_REUSEPORT: ~500 clients each, each parses the whole stream).
 - 1000-by-symbol-batched: the same (server process) with batch_ms 20.
 - 1000-firehose-batched: 1,000 clients subscribed to everything at --firehose-rate
   (default 1,000 msg/s in -> 1M records/s out) with batch_ms 50.
@@ -712,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "1000-by-symbol-thread": dict(**by_symbol, processes=0),
         "1000-by-symbol": dict(**by_symbol, processes=1),
+        "1000-by-symbol-2proc": dict(**by_symbol, processes=2),
         "1000-by-symbol-batched": dict(**by_symbol, batch_ms=20.0),
         "1000-firehose-batched": dict(
             clients=1000, rate=args.firehose_rate, symbols=100, batch_ms=50.0
