@@ -14,13 +14,16 @@ source: the real Binance spot trade frames of the bundled capture, with the
 symbol rewritten to one of ``--symbols`` synthetic markets (S000/USDT, ...),
 emitted at ``--rate`` frames per second in 1 ms ticks. Each frame's
 ``ts_ingest`` is stamped with the wall clock when the source hands it to the
-engine: that is "frame in". A second process holds the client connections
-(a minimal WebSocket reader on asyncio, so the client's own cost stays small)
-and takes "client out" as the wall clock when the bytes of a message reach it;
-latency = client out - ts_ingest of every record received. Both processes use
-the same machine clock. The first second is warm-up and not counted; every run
-stops by itself (the source ends after --seconds, the clients 3 s after the
-last message or at a hard deadline).
+engine: that is "frame in". A second process holds the raw client connections
+on one epoll loop: per readable socket one ``recv`` and the wall clock of it,
+nothing else while the run lasts (frames are split and parsed after it), so the
+clients cost the shared cores as little as a client can; "client out" is the
+clock of the read that brought a message's last byte; latency = client out -
+ts_ingest of every record received. All processes use the same machine clock.
+Each run prints the CPU seconds of every process (flow, server(s), clients) and
+of the whole machine (other people's jobs included) over the run. The first
+second is warm-up and not counted; every run stops by itself (the source ends
+after --seconds, the clients 3 s after the last message or at a hard deadline).
 
 Scenarios (2-core machines: the engine, the server process(es) and every client
 share them). The server runs in its own process (``processes: 1``, the default)
