@@ -14,13 +14,16 @@ source: the real Binance spot trade frames of the bundled capture, with the
 symbol rewritten to one of ``--symbols`` synthetic markets (S000/USDT, ...),
 emitted at ``--rate`` frames per second in 1 ms ticks. Each frame's
 ``ts_ingest`` is stamped with the wall clock when the source hands it to the
-engine: that is "frame in". A second process holds the client connections
-(a minimal WebSocket reader on asyncio, so the client's own cost stays small)
-and takes "client out" as the wall clock when the bytes of a message reach it;
-latency = client out - ts_ingest of every record received. Both processes use
-the same machine clock. The first second is warm-up and not counted; every run
-stops by itself (the source ends after --seconds, the clients 3 s after the
-last message or at a hard deadline).
+engine: that is "frame in". A second process holds the raw client connections
+on one epoll loop: per readable socket one ``recv`` and the wall clock of it,
+nothing else while the run lasts (frames are split and parsed after it), so the
+clients cost the shared cores as little as a client can; "client out" is the
+clock of the read that brought a message's last byte; latency = client out -
+ts_ingest of every record received. All processes use the same machine clock.
+Each run prints the CPU seconds of every process (flow, server(s), clients) and
+of the whole machine (other people's jobs included) over the run. The first
+second is warm-up and not counted; every run stops by itself (the source ends
+after --seconds, the clients 3 s after the last message or at a hard deadline).
 
 Scenarios (2-core machines: the engine, the server process(es) and every client
 share them). The server runs in its own process (``processes: 1``, the default)
@@ -39,6 +42,8 @@ unless the name says ``thread`` (``processes: 0``: a thread of the flow's proces
 - 1000-by-symbol-thread / 1000-by-symbol: 1,000 clients, each subscribed to one of
   100 symbols (10 per symbol), no batching, 10k msg/s in, 100k msg/s out, with the
   engine busy (1s/1m/1h bars on): server thread vs server process.
+- 1000-by-symbol-2proc: the same with two server processes (``processes: 2``,
+  SO_REUSEPORT: ~500 clients each, each parses the whole stream).
 - 1000-by-symbol-batched: the same (server process) with batch_ms 20.
 - 1000-firehose-batched: 1,000 clients subscribed to everything at --firehose-rate
   (default 1,000 msg/s in -> 1M records/s out) with batch_ms 50.
@@ -58,6 +63,10 @@ import multiprocessing as mp
 import os
 import platform
 import re
+import resource
+import select
+import socket
+import subprocess
 import sys
 import time
 import urllib.request
@@ -71,7 +80,11 @@ from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
 from bytewax.testing import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+# CANDLEWAX_BENCH_CODE=<checkout>: the flow and the server (also in the processes this
+# spawns: they inherit the variable) run that checkout's code; the clients and the
+# measurement stay this script's. For comparing servers with the same clients.
+CODE = Path(os.environ.get("CANDLEWAX_BENCH_CODE") or ROOT).resolve()
+sys.path.insert(0, str(CODE))
 
 from candlewax.config import WebsocketSink, parse_config  # noqa: E402
 from candlewax.schema import make_trade  # noqa: E402
@@ -141,60 +154,70 @@ class PacedSource(FixedPartitionedSource[RawFrame, None]):
         return _Paced(*self.args)
 
 
-# ---- clients (second process) ----
+# ---- clients (other processes) ----
 
 
-class _Reader(asyncio.Protocol):
-    """The least a WebSocket client can do: handshake, one masked subscribe frame,
-    then split server frames and read every record's ts_ingest."""
+class _Connection:
+    """One raw WebSocket client connection: handshake and subscribe (blocking, before
+    the run), then only non-blocking reads. Everything read is kept with the wall clock
+    of the read and parsed after the run (``records``): during the run a client costs
+    one ``recv`` per readable socket, so the clients are not what the run measures."""
 
-    def __init__(self, host: str, port: int, path: str, subscribe: bytes, out: _Sink) -> None:
-        self.request = (
-            f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-            "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
-            f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
-        ).encode()
-        self.subscribe = subscribe
-        self.out = out
-        self.buf = b""
-        self.open = False
-        self.ready: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+    def __init__(self, host: str, port: int, path: str, subscribe: bytes) -> None:
+        sock = socket.create_connection((host, port), timeout=30)
+        sock.sendall(
+            (
+                f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
+                "Connection: Upgrade\r\nSec-WebSocket-Version: 13\r\n"
+                f"Sec-WebSocket-Key: {base64.b64encode(os.urandom(16)).decode()}\r\n\r\n"
+            ).encode()
+        )
+        buf = b""
+        while b"\r\n\r\n" not in buf:
+            buf += _recv_some(sock)
+        if not buf.startswith(b"HTTP/1.1 101"):
+            raise RuntimeError(buf[:200].decode(errors="replace"))
+        buf = buf[buf.index(b"\r\n\r\n") + 4 :]
+        sock.sendall(_masked_text(subscribe))
+        while b'{"type":"subscribed"' not in buf:  # live data comes after it
+            buf += _recv_some(sock)
+        sock.setblocking(False)
+        self.sock = sock
+        self.chunks: list[bytes] = [buf]
+        self.stamps = array("q", [0])  # wall clock (us) of each read
 
-    def connection_made(self, transport: Any) -> None:
-        self.transport = transport
-        transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        now = time.time_ns() // 1000  # client out
-        buf = self.buf + data
-        if not self.open:
-            end = buf.find(b"\r\n\r\n")
-            if end < 0:
-                self.buf = buf
-                return
-            if not buf.startswith(b"HTTP/1.1 101"):
-                raise RuntimeError(buf[:200].decode(errors="replace"))
-            self.open = True
-            self.transport.write(_masked_text(self.subscribe))
-            buf = buf[end + 4 :]
-        pos, size = 0, len(buf)
-        while size - pos >= 2:
-            opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
-            head = 2
-            if length == 126:
-                if size - pos < 4:
+    def records(self, sink: _Sink) -> None:
+        """Split what was read into frames; a frame's "client out" is the read that
+        brought its last byte."""
+        buf = b""
+        for data, now in zip(self.chunks, self.stamps, strict=True):
+            buf += data
+            pos, size = 0, len(buf)
+            while size - pos >= 2:
+                opcode, length = buf[pos] & 0x0F, buf[pos + 1] & 0x7F
+                head = 2
+                if length == 126:
+                    if size - pos < 4:
+                        break
+                    length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
+                elif length == 127:
+                    if size - pos < 10:
+                        break
+                    length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
+                if size - pos < head + length:
                     break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 4], "big"), 4
-            elif length == 127:
-                if size - pos < 10:
-                    break
-                length, head = int.from_bytes(buf[pos + 2 : pos + 10], "big"), 10
-            if size - pos < head + length:
-                break
-            if opcode == 1:
-                self.out.message(buf[pos + head : pos + head + length], now, self)
-            pos += head + length
-        self.buf = buf[pos:]
+                if opcode == 1:
+                    sink.message(buf[pos + head : pos + head + length], now)
+                pos += head + length
+            buf = buf[pos:]
+        self.chunks = []
+
+
+def _recv_some(sock: socket.socket) -> bytes:
+    data = sock.recv(65536)
+    if not data:
+        raise RuntimeError("server closed the connection while subscribing")
+    return data
 
 
 def _masked_text(payload: bytes) -> bytes:
@@ -206,6 +229,7 @@ def _masked_text(payload: bytes) -> bytes:
 class _Sink:
     def __init__(self) -> None:
         self.latencies = array("q")
+        self.worst: dict[int, int] = {}  # 100 ms of input (by ts_ingest) -> worst latency
         self.records = 0
         self.messages = 0
         self.dropped = 0
@@ -213,19 +237,16 @@ class _Sink:
         self.first_rx = 0.0
         self.last_rx = 0.0
 
-    def message(self, payload: bytes, now: int, reader: _Reader) -> None:
-        if payload.startswith(b'{"type":"subscribed"'):
-            if not reader.ready.done():
-                reader.ready.set_result(None)
-            return
+    def message(self, payload: bytes, now: int) -> None:
         if payload.startswith(b'{"type":"dropped"'):
             self.dropped += int(re.search(rb'"count":(\d+)', payload).group(1))  # type: ignore[union-attr]
             return
+        if payload.startswith(b'{"type":"') and not payload.startswith(b'{"type":"trade"'):
+            return  # hello, subscribed, snapshot
         stamps = TS_RE.findall(payload)
         if not stamps:
             return
         self.messages += 1
-        self.last_rx = time.monotonic()
         first = self.first_ts
         if first is None:
             first = self.first_ts = int(stamps[0])
@@ -235,38 +256,55 @@ class _Sink:
             self.records += 1
             if ts >= cutoff:
                 self.latencies.append(now - ts)
-
-
-async def _clients(url: str, subscriptions: list[bytes], deadline_s: float, conn: Any) -> None:
-    host, port = url.split("//")[1].split("/")[0].split(":")
-    path = "/" + url.split("//")[1].split("/", 1)[1]
-    loop = asyncio.get_running_loop()
-    sink = _Sink()
-    gate = asyncio.Semaphore(50)  # do not overflow the listen backlog
-
-    async def one(subscribe: bytes) -> Any:
-        async with gate:
-            transport, reader = await loop.create_connection(
-                lambda: _Reader(host, int(port), path, subscribe, sink), host, int(port)
-            )
-            await asyncio.wait_for(reader.ready, 30)
-            return transport
-
-    transports = await asyncio.gather(*(one(s) for s in subscriptions))
-    conn.send("ready")
-    hard_stop = time.monotonic() + deadline_s
-    while time.monotonic() < hard_stop:
-        await asyncio.sleep(0.2)
-        if sink.last_rx and time.monotonic() - sink.last_rx > 3.0:
-            break
-    for transport in transports:
-        transport.close()
-    conn.send((sink.latencies.tobytes(), sink.records, sink.messages, sink.dropped))
+                slot = (ts - first) // 100_000
+                if now - ts > self.worst.get(slot, 0):
+                    self.worst[slot] = now - ts
 
 
 def client_process(url: str, subscriptions: list[bytes], deadline_s: float, conn: Any) -> None:
+    """Raw clients, one epoll loop: per readable socket one ``recv`` and the time of
+    it; frames are parsed after the run. Sends back the latencies (us), records and
+    messages received, drops reported, and this process's CPU seconds while receiving."""
     gc.disable()
-    asyncio.run(_clients(url, subscriptions, deadline_s, conn))
+    host, port = url.split("//")[1].split("/")[0].split(":")
+    path = "/" + url.split("//")[1].split("/", 1)[1]
+    connections = [_Connection(host, int(port), path, s) for s in subscriptions]
+    by_fd = {c.sock.fileno(): c for c in connections}
+    receive = {fd: c.sock.recv for fd, c in by_fd.items()}
+    chunks = {fd: c.chunks.append for fd, c in by_fd.items()}
+    stamps = {fd: c.stamps.append for fd, c in by_fd.items()}
+    poller = select.epoll()
+    for fd in by_fd:
+        poller.register(fd, select.EPOLLIN)
+    conn.send("ready")
+    cpu = time.process_time()
+    clock = time.time_ns
+    hard_stop = time.monotonic() + deadline_s
+    last_rx = 0.0
+    reads = 0
+    while True:
+        events = poller.poll(0.2)
+        if events:
+            last_rx = time.monotonic()
+            reads += len(events)
+            for fd, _ in events:
+                data = receive[fd](65536)  # not more: a larger buffer is an mmap per call
+                if data:
+                    chunks[fd](data)
+                    stamps[fd](clock() // 1000)  # client out
+                else:
+                    poller.unregister(fd)
+        elif last_rx and time.monotonic() - last_rx > 3.0:
+            break
+        if time.monotonic() > hard_stop:
+            break
+    cpu = time.process_time() - cpu
+    sink = _Sink()
+    for c in connections:
+        c.sock.close()
+        c.records(sink)
+    usage = (cpu, reads, sink.worst)
+    conn.send((sink.latencies.tobytes(), sink.records, sink.messages, sink.dropped, 0.0, usage))
 
 
 def sdk_client_process(url: str, deadline_s: float, conn: Any, hold: bool = False) -> None:
@@ -355,6 +393,7 @@ class Result:
     server_dropped: int
     latencies: list[int]
     receive_s: float = 0.0  # first to last record at the client (throughput runs)
+    cpu: str = ""  # CPU seconds per process during the run, and the load average
 
     def pct(self, p: float) -> float | None:
         lat = sorted(self.latencies)
@@ -437,8 +476,14 @@ def run(
             pipes.append(parent)
             procs.append(proc)
         flow = build_flow(cfg, source=PacedSource(texts, rate, seconds))
+        server_pids = [p for p in getattr(server, "pids", list)() if p is not None]
+        usage = _CpuUsage(server_pids)
+        profilers = _profile(name, server_pids, seconds)
         run_main(flow)  # type: ignore[no-untyped-call]
         answers = [parent.recv() for parent in pipes]
+        cpu = usage.done([a[5] if len(a) > 5 else None for a in answers])
+        for profiler in profilers:
+            profiler.wait(60)
         for proc in procs:
             proc.join(30)
         server_dropped = _status(server.http_url)["dropped"]
@@ -463,9 +508,93 @@ def run(
                 server_dropped,
                 list(latencies),
                 rest[0] if rest else 0.0,
+                cpu,
             )
         )
     return results
+
+
+class _CpuUsage:
+    """CPU seconds of the flow's process (the engine; with ``processes: 0`` the server
+    thread too), of each server process and of the clients over one run, so a run
+    that misses shows which process the 2 shared cores could not serve."""
+
+    def __init__(self, server_pids: list[int]) -> None:
+        self.pids = server_pids
+        self.start = time.monotonic()
+        self.load = os.getloadavg()[0]
+        self.flow = _own_cpu()
+        self.servers = [_pid_cpu(pid) for pid in server_pids]
+        self.box = _box_cpu()
+
+    def done(self, clients: list[tuple[float, int, dict[int, int]] | None]) -> str:
+        """``clients``: per client process, its CPU seconds while receiving, its reads
+        and its worst latency per 100 ms of input (printed with --timeline)."""
+        wall = time.monotonic() - self.start
+        flow = _own_cpu() - self.flow
+        now = [_pid_cpu(pid) for pid in self.pids]
+        servers = [after - before for after, before in zip(now, self.servers, strict=True)]
+        parts = [f"flow {flow:.1f}"]
+        parts += [f"server {cpu:.1f}" for cpu in servers] or ["server in the flow"]
+        parts += [f"clients {c[0]:.1f} ({c[1]:,} reads)" for c in clients if c is not None]
+        busy, idle = (after - before for after, before in zip(_box_cpu(), self.box, strict=True))
+        text = (
+            f"CPU s over {wall:.1f} s wall: {', '.join(parts)}; "
+            f"whole machine {busy:.1f} busy, {idle:.1f} idle; "
+            f"load average {self.load:.2f} -> {os.getloadavg()[0]:.2f}"
+        )
+        worst: dict[int, int] = {}
+        for c in clients:
+            for slot, latency in (c[2] if c is not None else {}).items():
+                worst[slot] = max(worst.get(slot, 0), latency)
+        if TIMELINE and worst:
+            text += "\n  worst ms per 100 ms of input: " + " ".join(
+                f"{worst.get(slot, 0) // 1000}" for slot in range(min(worst), max(worst) + 1)
+            )
+        return text
+
+
+def _own_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _box_cpu() -> tuple[float, float]:
+    """Core-seconds the whole machine spent busy and idle (every process, ours or not)."""
+    ticks = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]  # idle + iowait
+    return (sum(ticks[:8]) - idle) / os.sysconf("SC_CLK_TCK"), idle / os.sysconf("SC_CLK_TCK")
+
+
+def _pid_cpu(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+TIMELINE = False  # --timeline
+PROFILE: dict[str, str] = {}  # --py-spy: {"bin": py-spy, "dir": where the profiles go}
+
+
+def _profile(name: str, pids: list[int], seconds: float) -> list[subprocess.Popen[bytes]]:
+    """With --py-spy: sample each server process (and the flow's) while the flow runs,
+    without stopping them (--nonblocking); collapsed stacks per process."""
+    if not PROFILE:
+        return []
+    out = Path(PROFILE["dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    targets = [(f"server{i}", pid) for i, pid in enumerate(pids)] + [("flow", os.getpid())]
+    return [
+        subprocess.Popen(
+            [
+                *(PROFILE["bin"], "record", "--nonblocking", "--format", "raw", "-r", "250"),
+                *("-d", str(int(seconds + 1)), "-p", str(pid)),
+                *("-o", str(out / f"{name}-{who}.txt")),
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for who, pid in targets
+    ]
 
 
 def run_throughput(
@@ -557,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
         "--max-records", type=int, default=200_000, help="records queued for the *-max runs"
     )
     parser.add_argument("--scenario", action="append", help="run only these (repeatable)")
+    parser.add_argument("--py-spy", help="py-spy binary: profile the server and flow processes")
+    parser.add_argument("--profile-dir", default="out/bench-fanout-profiles")
+    parser.add_argument("--timeline", action="store_true", help="worst latency per 100 ms")
     parser.add_argument(
         "--switch-interval",
         type=float,
@@ -565,6 +697,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.switch_interval:
         sys.setswitchinterval(args.switch_interval)
+    global TIMELINE
+    TIMELINE = args.timeline
+    if args.py_spy:
+        PROFILE.update(bin=args.py_spy, dir=args.profile_dir)
     seconds = args.seconds or (5.0 if args.quick else 10.0)
     rate = args.rate
     one = dict(clients=1, symbols=100)
@@ -581,6 +717,7 @@ def main(argv: list[str] | None = None) -> int:
         ),
         "1000-by-symbol-thread": dict(**by_symbol, processes=0),
         "1000-by-symbol": dict(**by_symbol, processes=1),
+        "1000-by-symbol-2proc": dict(**by_symbol, processes=2),
         "1000-by-symbol-batched": dict(**by_symbol, batch_ms=20.0),
         "1000-firehose-batched": dict(
             clients=1000, rate=args.firehose_rate, symbols=100, batch_ms=50.0
@@ -591,7 +728,8 @@ def main(argv: list[str] | None = None) -> int:
         f"# fan-out latency, {platform.processor() or platform.machine()}, {os.cpu_count()} cores, "
         f"Python {platform.python_version()}, {seconds:g} s per run, "
         f"switch interval {sys.getswitchinterval() * 1000:g} ms, "
-        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
+        f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}, "
+        f"server code {CODE}"
     )
     print(
         "| scenario | clients | msg/s in | records expected | received | records/s "
@@ -608,6 +746,8 @@ def main(argv: list[str] | None = None) -> int:
         for result in runs:
             results[result.name] = result
             print(result.row(), flush=True)
+            if result.cpu:
+                print(f"  ({result.cpu})", flush=True)
             if result.dropped or result.server_dropped:
                 print(
                     f"  (dropped: client saw {result.dropped}, "

@@ -9,16 +9,21 @@ import logging
 import os
 import signal
 import socket
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
 import httpx
+import orjson
 import pytest
 from fanout_helpers import Client, fanout_service, ws_config
 
 from candlewax.client import Stream
 from candlewax.schema import make_trade
+from sinks.fanout import child
+from sinks.fanout.feed import HEADER, RECORDS
+from sinks.fanout.hub import Hub
 from sinks.fanout.processes import ServerProcesses
 from sinks.fanout.threaded import acquire
 
@@ -168,3 +173,43 @@ def test_sdk_plain_iterator_against_a_server_process() -> None:
             if len(got) == 3:
                 break
     assert got == trades(0, 3)
+
+
+def test_a_server_process_that_fell_behind_dispatches_all_that_waits_before_writing(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Everything waiting on the feed is dispatched in one loop iteration, so each client
+    gets one write for all of it (an asyncio stream took 256 KiB an iteration: a write
+    per client per 256 KiB kept a starved server behind)."""
+    payloads = [orjson.dumps(trades(i * 10, 10)) for i in range(600)]
+    backlog = b"".join(HEADER.pack(len(p), RECORDS) + p for p in payloads)  # ~1.6 MB
+    ours, theirs = socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    ours.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 * len(backlog))
+    if ours.getsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF) < 2 * len(backlog):
+        pytest.skip("the kernel caps socket buffers below the backlog (net.core.wmem_max)")
+    ours.sendall(backlog)  # all of it waits before the server reads anything
+    ingested: list[int] = []
+    before_first_write_pass: list[int] = []
+    ingest = Hub.ingest
+
+    def counting_ingest(hub: Hub, records: list[Record]) -> None:
+        if not ingested:  # runs once the loop is done with this iteration
+            hub.loop.call_soon(lambda: before_first_write_pass.append(len(ingested)))
+        ingested.append(len(records))
+        ingest(hub, records)
+
+    monkeypatch.setattr(Hub, "ingest", counting_ingest)
+
+    class Ready:
+        def send(self, message: Any) -> None:
+            assert message[0] == "ready", message
+
+    def close_when_all_arrived() -> None:
+        wait_until(lambda: len(ingested) == len(payloads), "the backlog to be dispatched")
+        ours.close()  # EOF: the server stops
+
+    closer = threading.Thread(target=close_when_all_arrived)
+    closer.start()
+    asyncio.run(child._serve(ws_config(processes=1), theirs, Ready(), False))
+    closer.join()
+    assert before_first_write_pass == [len(payloads)]

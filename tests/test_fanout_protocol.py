@@ -16,6 +16,8 @@ from websockets.exceptions import ConnectionClosed
 from candlewax.client.protocol import CLOSE_POLICY, CONTROL_ADAPTER, Heartbeat
 from candlewax.schema import make_status, make_trade
 from sinks.fanout.auth import make_token
+from sinks.fanout.hub import Hub
+from sinks.fanout.requests import parse_request
 
 TRADE = make_trade("binance", "BTC/USDT", 1, 2, "7", "60000.5", "0.01", "buy")
 OKX_TRADE = make_trade("okx", "ETH/USDT", 1, 2, "8", "3000", "1", "sell")
@@ -405,3 +407,56 @@ def test_arrays_clients_get_one_array_per_dispatch_others_one_object_per_record(
     assert arrays == [[*trades, top2]]
     assert plain == [*trades, top2]
     assert full == [[*trades, book]]
+
+
+def _book(sequence: int) -> dict[str, Any]:
+    return {
+        "type": "book",
+        "schema_version": 1,
+        "venue": "binance",
+        "symbol": "BTC/USDT",
+        "ts_exchange": sequence,
+        "ts_ingest": sequence,
+        "depth": 1,
+        "bids": [["100", "1"]],
+        "asks": [["101", str(sequence)]],
+        "sequence": sequence,
+    }
+
+
+def test_replies_keep_their_place_among_the_dispatches_of_one_loop_iteration() -> None:
+    """Dispatching only queues a group's data for the iteration's write pass; a pong,
+    a new subscription's snapshot or an unsubscribe in between must still come after
+    the data published before it and before (or instead of) the data after it."""
+    books = [_book(n) for n in (1, 2, 3)]
+    with fanout_server(heartbeat_s=3600) as srv:
+
+        def one_iteration(hub: Hub) -> None:
+            first, second = hub.clients.values()
+            hub.ingest([books[0]])
+            subscribe = '{"type":"subscribe","id":"b","channels":["orderbook"]}'
+            hub.handle(second, parse_request(subscribe))
+            hub.ingest([books[1]])
+            hub.handle(first, parse_request('{"type":"ping","id":"p1"}'))
+            hub.handle(first, parse_request('{"type":"unsubscribe"}'))
+            hub.ingest([books[2]])
+            hub.handle(second, parse_request('{"type":"ping","id":"p2"}'))
+
+        async def main() -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+            a, _ = await _open(srv.url)
+            await _request(a, {"type": "subscribe", "id": "a", "channels": ["orderbook"]})
+            await a.recv()  # its (empty) snapshot
+            b, _ = await _open(srv.url)
+            srv.call(one_iteration)
+            got_a, got_b = await _until_pong(a, "end"), await _until_pong(b, "end")
+            await a.close()
+            await b.close()
+            return got_a, got_b
+
+        got_a, got_b = asyncio.run(main())
+    assert [m["type"] for m in got_a] == ["book", "book", "pong", "unsubscribed"]
+    assert [got_a[0], got_a[1]] == [books[0], books[1]]
+    assert [got_a[2]["id"], got_a[3]["ids"]] == ["p1", ["a"]]
+    assert [m["type"] for m in got_b] == ["subscribed", "snapshot", "book", "book", "pong"]
+    assert got_b[1]["records"] == [books[0]]  # in the snapshot, so never sent live
+    assert [got_b[2], got_b[3], got_b[4]["id"]] == [books[1], books[2], "p2"]

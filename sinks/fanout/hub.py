@@ -4,8 +4,17 @@ Runs entirely on the server's event loop (the sink thread hands batches over
 with ``call_soon_threadsafe``), so no locks: subscribing, snapshotting and
 dispatching never interleave. Clients with identical subscription sets share
 a ``Group``. Each record is encoded and framed once (once per book depth asked
-for); a group's records of one dispatch become one byte string that every
-member gets as is.
+for); a group's records of one loop iteration become one byte string that every
+member gets as is, written straight to its socket when it keeps up.
+
+Writes: dispatching only appends a group's framed messages to the group; the
+first dispatch of an iteration schedules one write pass for the next one, which
+joins each group's messages once and hands them to every member with one
+``transport.write`` (:meth:`Outbox.put`). So the work per client is one call and
+one socket write per iteration with data for it, however many batches arrived,
+and none at all per record. Anything written to one client in between (a reply,
+a snapshot, a pong, a membership change) first writes out what the groups hold,
+so every client sees messages in the order they were published.
 """
 
 from __future__ import annotations
@@ -44,6 +53,8 @@ class Group:
         self.arrays = arrays
         self.key: GroupKey = (filters, arrays)
         self.members: list[Outbox] = []
+        # (framed messages, how many) per dispatch, not yet handed to the members
+        self.pending: list[tuple[bytes, int]] = []
 
 
 class Client:
@@ -79,6 +90,8 @@ class Hub:
         self._pending_frames: list[FrameItem] = []
         self._flush_handle: asyncio.TimerHandle | None = None
         self._unwritten: list[Outbox] = []  # outboxes with bytes put this iteration
+        self._loaded: list[Group] = []  # groups with pending messages
+        self._write_scheduled = False
         self._reported = {"sent": 0, "dropped": 0, "queued": 0, "clients": 0, "subs": 0}
         self._gone_sent = 0  # messages sent to clients that have left
         self._gone_dropped = 0
@@ -110,15 +123,41 @@ class Hub:
             self._dispatch(records, frames)
 
     def mark_pending(self, outbox: Outbox) -> None:
-        """An outbox got bytes: write every such outbox once, next loop iteration."""
-        if not self._unwritten:
-            self.loop.call_soon(self._write_pending)
+        """An outbox got bytes it could not write at once: flush it in the write pass."""
+        self._schedule_write()
         self._unwritten.append(outbox)
 
+    def _schedule_write(self) -> None:
+        if not self._write_scheduled:
+            self._write_scheduled = True
+            self.loop.call_soon(self._write_pending)
+
     def _write_pending(self) -> None:
+        self._write_scheduled = False
+        self.write_groups()
         unwritten, self._unwritten = self._unwritten, []
         for outbox in unwritten:
             outbox.flush()
+
+    def write_groups(self) -> None:
+        """Hand every group's pending messages to its members: joined once per group,
+        one ``Outbox.put`` (one socket write while the client keeps up) per member."""
+        loaded, self._loaded = self._loaded, []
+        for group in loaded:
+            pieces, group.pending = group.pending, []
+            if len(pieces) == 1:
+                frames, count = pieces[0]
+            else:
+                frames = b"".join(piece for piece, _ in pieces)
+                count = sum(n for _, n in pieces)
+            for outbox in group.members:
+                outbox.put(frames, count, pieces)
+
+    def _control(self, outbox: Outbox, message: dict[str, Any]) -> None:
+        """A control message for one client, after every data message published before it."""
+        if self._loaded:
+            self.write_groups()
+        outbox.put_control(control_frame(message))
 
     def _schedule(self) -> None:
         if self._flush_handle is None:
@@ -185,6 +224,7 @@ class Hub:
                 bucket.append(payload)
 
     def _send(self, group: Group, payloads: list[bytes]) -> None:
+        """Queue one dispatch's messages for a group (written in the write pass)."""
         if self.batch_s > 0 or group.arrays:
             size = self.cfg.batch_max
             frames = b"".join(
@@ -193,9 +233,10 @@ class Hub:
             )
         else:
             frames = b"".join(payloads)
-        count = len(payloads)
-        for outbox in group.members:
-            outbox.put(frames, count)
+        if not group.pending:
+            self._loaded.append(group)
+            self._schedule_write()
+        group.pending.append((frames, len(payloads)))
 
     def _route(self, key: RouteKey) -> list[tuple[Group, int]]:
         targets = []
@@ -219,7 +260,7 @@ class Hub:
             "default_channels": list(DEFAULT_CHANNELS),
             "raw": self.cfg.raw,
         }
-        outbox.put_control(control_frame(hello))
+        self._control(outbox, hello)
         return client
 
     def disconnect(self, client: Client) -> None:
@@ -240,14 +281,14 @@ class Hub:
             elif isinstance(request, Ping):
                 self.flush()  # the pong comes after everything published before the ping
                 pong = {"type": "pong", "ts": now_us(), "id": request.id}
-                client.outbox.put_control(control_frame(pong))
+                self._control(client.outbox, pong)
         except RequestError as exc:
             self.error(client, exc)
 
     def error(self, client: Client, exc: RequestError, kind: str = "invalid") -> None:
         metrics.WS_CLIENT_ERRORS.labels(kind).inc()
         message = {"type": "error", "reason": exc.reason, "id": exc.request_id}
-        client.outbox.put_control(control_frame(message))
+        self._control(client.outbox, message)
 
     def _subscribe(self, client: Client, request: Subscribe) -> None:
         flt = request.filter
@@ -264,9 +305,9 @@ class Hub:
         client.subs[sub_id] = flt
         self._regroup(client)
         reply = {"type": "subscribed", "id": sub_id, **flt.echo()}
-        client.outbox.put_control(control_frame(reply))
+        self._control(client.outbox, reply)
         snapshot = {"type": "snapshot", "id": sub_id, "records": self.state.snapshot(flt)}
-        client.outbox.put_control(control_frame(snapshot))
+        self._control(client.outbox, snapshot)
 
     def _unsubscribe(self, client: Client, request: Unsubscribe) -> None:
         if request.id is None:
@@ -278,9 +319,11 @@ class Hub:
         for sub_id in ids:
             del client.subs[sub_id]
         self._regroup(client)
-        client.outbox.put_control(control_frame({"type": "unsubscribed", "ids": ids}))
+        self._control(client.outbox, {"type": "unsubscribed", "ids": ids})
 
     def _regroup(self, client: Client) -> None:
+        if self._loaded:  # what the groups hold goes to their members as of publishing
+            self.write_groups()
         old = client.group
         if old is not None:
             old.members.remove(client.outbox)
@@ -332,6 +375,8 @@ class Hub:
             "exchanges": status["exchange_status"],
         }
         frames = control_frame(message)
+        if self._loaded:
+            self.write_groups()
         for client in self.clients.values():
             client.outbox.put(frames, 1)  # droppable: only the latest one matters
 

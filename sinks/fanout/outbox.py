@@ -1,13 +1,14 @@
 """Per-client outgoing path: coalesced writes, bounded backlog, drops, lag.
 
-Messages put during one event-loop iteration are collected and written with
-one ``transport.write`` when the hub calls :meth:`Outbox.flush` at the start
-of the next iteration: a single socket write per client per iteration, however
-many batches arrived (under load, when the loop falls behind, this is what
-keeps the syscall count down). While a client keeps up (nothing queued, room
-under ``write_limit`` in its socket buffer) that write happens right there: no
-task switch per message. What does not fit waits in a queue that a sender task
-drains as the socket accepts it.
+The hub hands a client the data of one event-loop iteration in one
+:meth:`Outbox.put` (one byte string per subscription group, see ``hub.py``).
+While the client keeps up (nothing waiting, room under ``write_limit`` in its
+socket buffer) ``put`` is a ``transport.write`` right there: no list, no task
+switch, no second pass. Otherwise the bytes join what waits (``flush`` writes
+it in the hub's write pass, one write for all of it), and what the socket does
+not take waits in a queue that a sender task drains as the socket accepts it.
+Control messages always go through ``flush``, so they keep their place behind
+data that is already waiting.
 
 The queue holds at most ``limit`` data messages: when new data would overflow
 it, the whole data backlog is dropped (stale market data is worth less than
@@ -68,13 +69,28 @@ class Outbox:
         self.closed = False
         self._wake = asyncio.Event()
 
-    def put(self, frames: bytes, count: int) -> None:
-        """``count`` data messages (droppable) framed in ``frames``."""
+    def put(self, frames: bytes, count: int, pieces: list[tuple[bytes, int]] | None = None) -> None:
+        """``count`` data messages (droppable) framed in ``frames``: written at once if
+        nothing waits before them and the socket buffer has room for them. ``pieces``:
+        the same bytes as (frames, count) per dispatch: if they must wait, they wait
+        (and are dropped) piece by piece, as if put one by one."""
         if self.closed:
             return
         if not self._pending:
-            self._on_pending(self)
-        self._pending.append((frames, count, DATA))
+            transport = self.transport
+            if (
+                not self.entries
+                and len(frames) <= self.write_limit - transport.get_write_buffer_size()
+                and self.conn.protocol.state is State.OPEN
+            ):
+                transport.write(frames)
+                self.sent += count
+                return
+            self._on_pending(self)  # flushed in the hub's write pass, after what waits
+        if pieces is None or len(pieces) == 1:
+            self._pending.append((frames, count, DATA))
+        else:
+            self._pending.extend((piece, n, DATA) for piece, n in pieces)
 
     def put_control(self, frames: bytes) -> None:
         """One control message (never dropped)."""

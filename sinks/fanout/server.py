@@ -93,6 +93,7 @@ class FanoutServer:
         hub = self.hub
         if hub is not None:
             hub.flush()
+            hub.write_groups()  # into the outboxes now: idle() below then waits for them
             deadline = time.monotonic() + grace_s
             while time.monotonic() < deadline and not all(
                 c.outbox.idle() for c in hub.clients.values()
