@@ -19,6 +19,7 @@ from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartiti
 from candlewax.config import KafkaInput, PipelineConfig, SourceConfig
 from candlewax.schema import make_dead_letter, now_us
 from candlewax.symbols import to_native
+from flows.cluster import SINGLE, Place
 from sources.frames import RawFrame
 from sources.kafka_raw import consumer_error, consumer_settings, item_of, kafka_inputs
 from sources.live import ConnectionSpec, LiveFeed
@@ -165,13 +166,22 @@ class _LivePartition(StatefulSourcePartition[Item, None]):
 
 
 class PipelineSource(FixedPartitionedSource[Item, Any]):
-    def __init__(self, cfg: PipelineConfig) -> None:
+    """One partition per configured live or replay source, named ``<index>-<venue>``.
+
+    In a cluster every process lists only the sources it owns (the *k*-th of them goes
+    to process *k mod N*, see flows/cluster.py): Bytewax makes a partition's primary
+    worker one of the workers that list it, so each source is read, and its symbols
+    processed, in its own process, whatever the names (Bytewax would otherwise hand
+    partitions out by sorted name to the least-loaded worker of the whole cluster)."""
+
+    def __init__(self, cfg: PipelineConfig, place: Place = SINGLE) -> None:
         self.sources = {
             f"{i}-{src.venue}": src for i, src in enumerate(cfg.sources) if src.mode != "kafka"
         }
+        self.local = [name for k, name in enumerate(self.sources) if place.owns(k)]
 
     def list_parts(self) -> list[str]:
-        return list(self.sources)
+        return list(self.local)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Any
@@ -214,18 +224,19 @@ class MemorySource(FixedPartitionedSource[Item, int]):
         return _MemoryPartition(self.parts[for_part], self.batch_size, resume_state)
 
 
-def source_for(cfg: PipelineConfig) -> PipelineSource:
-    return PipelineSource(cfg)
+def source_for(cfg: PipelineConfig, place: Place = SINGLE) -> PipelineSource:
+    return PipelineSource(cfg, place)
 
 
-def pipeline_input(flow: Dataflow, cfg: PipelineConfig, source: Source[Any] | None = None) -> Any:
-    """The stream of RawFrames and status dicts: the configured sources (or ``source``
-    instead), merged with the raw topics of ``mode: kafka`` sources (stage 2)."""
+def start_run() -> None:
     CUT_SHORT.clear()  # a new run: nothing of it was stopped yet
-    kafka = kafka_inputs(cfg) if source is None else {}
+
+
+def kafka_frames(flow: Dataflow, cfg: PipelineConfig) -> Stream[Any] | None:
+    """RawFrames and status dicts of the raw topics of ``mode: kafka`` sources (stage 2),
+    None without such sources."""
+    kafka = kafka_inputs(cfg)
     streams: list[Stream[Any]] = []
-    if source is not None or any(src.mode != "kafka" for src in cfg.sources):
-        streams.append(op.input("input", flow, source if source is not None else source_for(cfg)))
     groups: dict[str, dict[str, tuple[str, KafkaInput]]] = {}
     for topic, (venue, kin) in kafka.items():  # one Bytewax input per consumer setting
         settings = kin.model_dump_json(exclude={"topic", "topic_prefix"})
@@ -234,6 +245,8 @@ def pipeline_input(flow: Dataflow, cfg: PipelineConfig, source: Source[Any] | No
         step = "kafka_input" if i == 0 else f"kafka_input_{i}"
         messages = op.input(step, flow, _kafka_source(topics))
         streams.append(op.flat_map_batch(f"{step}_frames", messages, _kafka_items(topics)))
+    if not streams:
+        return None
     return streams[0] if len(streams) == 1 else op.merge("inputs", *streams)
 
 
