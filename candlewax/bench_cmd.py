@@ -4,8 +4,9 @@ The captures are read into memory first (not timed); then the dataflow of ``cand
 replay`` (normalize, dedupe, book top-20 + BBO, OHLCV, here with a ``null`` sink) runs over
 them, ``--rounds`` times from fresh state. With ``--processes N`` the captures are spread
 over N processes of one Bytewax cluster, one worker each (process *p* reads captures *p*,
-*p + N*, ...; see ``flows.bench_run``), and a round runs from every process having loaded its
-frames and built its flow to the last process finished.
+*p + N*, ... and processes their symbols itself, as ``candlewax run -p N`` does with
+configured sources; see ``flows.bench_run``), and a round runs from every process having
+loaded its frames and built its flow to the last process finished.
 """
 
 from __future__ import annotations
@@ -109,13 +110,15 @@ def _count_records() -> int:
     return sum(NULL_WRITTEN.values())
 
 
-def _build(cfg: PipelineConfig, frames: list[list[Any]]) -> Any:
-    from flows.bench_run import SpreadMemorySource
+def _build(cfg: PipelineConfig, frames: list[list[Any]], place: Any = None) -> Any:
+    from flows.bench_run import OwnedMemorySource
+    from flows.cluster import SINGLE
     from flows.outputs import NULL_WRITTEN
     from flows.pipeline import build_flow
 
     NULL_WRITTEN.clear()
-    return build_flow(cfg, source=SpreadMemorySource(frames))
+    place = SINGLE if place is None else place
+    return build_flow(cfg, source=OwnedMemorySource(frames, place), place=place)
 
 
 def bench_here(cfg: PipelineConfig, rounds: int) -> tuple[int, list[Round]]:
@@ -139,13 +142,14 @@ def _member(
     """One cluster process: load its captures, then per round build the flow, say ready,
     wait for the addresses, run, report (frames emitted, records written, CPU seconds)."""
     from flows import bench_run
+    from flows.cluster import Place
 
     cfg = bench_config(*args)
     mine = bench_run.owned(len(cfg.sources), process_id, processes)
     frames = load_frames(cfg, mine)
     conn.send(sum(map(len, frames)))
     while True:
-        flow = _build(cfg, frames)
+        flow = _build(cfg, frames, Place(process_id, processes))
         conn.send("ready")
         addresses = conn.recv()
         if addresses is None:
@@ -155,7 +159,7 @@ def _member(
         conn.send((bench_run.EMITTED[0], _count_records(), time.process_time() - cpu))
 
 
-def _free_addresses(count: int) -> list[str]:
+def free_addresses(count: int) -> list[str]:
     socks = [socket.socket() for _ in range(count)]
     try:
         for s in socks:
@@ -214,7 +218,7 @@ def bench_cluster(
             for conn, proc in members:
                 if _reply(conn, proc) != "ready":
                     raise RuntimeError(f"bench process {proc.name} is out of step")
-            addresses = _free_addresses(processes)
+            addresses = free_addresses(processes)
             start = time.perf_counter()
             for pid, (conn, _) in enumerate(members):
                 conn.send(addresses)
