@@ -14,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import multiprocessing
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from candlewax.cluster_cmd import free_addresses, wait_listening
 from candlewax.config import ConfigError, PipelineConfig, parse_config
 
 # A process that stops answering (crashed without a word) ends the bench after this long.
@@ -159,36 +159,6 @@ def _member(
         conn.send((bench_run.EMITTED[0], _count_records(), time.process_time() - cpu))
 
 
-def free_addresses(count: int) -> list[str]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _wait_listening(address: str, timeout_s: float = 5.0) -> None:
-    """Until the process at ``address`` listens for its peers. Timely's workers connect to
-    every lower process and retry only after a whole second, which would be timed; the
-    listening socket is looked up in /proc/net/tcp (connecting to it would be taken for a
-    peer). Without /proc the wait is a fixed 0.2 s."""
-    port = f":{int(address.rsplit(':', 1)[1]):04X} "
-    deadline = time.monotonic() + timeout_s
-    table = Path("/proc/net/tcp")
-    if not table.exists():
-        time.sleep(0.2)
-        return
-    while time.monotonic() < deadline:
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            if (fields[1] + " ").endswith(port) and fields[3] == "0A":  # 0A: LISTEN
-                return
-        time.sleep(0.001)
-
-
 def _reply(conn: Connection, process: Any) -> Any:
     if not conn.poll(_REPLY_TIMEOUT_S):
         raise RuntimeError(f"bench process {process.name} did not answer")
@@ -223,7 +193,7 @@ def bench_cluster(
             for pid, (conn, _) in enumerate(members):
                 conn.send(addresses)
                 if pid < processes - 1:
-                    _wait_listening(addresses[pid])
+                    wait_listening(addresses[pid])
             done = [_reply(conn, proc) for conn, proc in members]
             seconds = time.perf_counter() - start
             frames, records, cpu = (sum(d[i] for d in done) for i in range(3))

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -139,22 +140,56 @@ def check_processes(args: Any) -> int | None:
     return int(args.processes)
 
 
+def free_addresses(count: int) -> list[str]:
+    socks = [socket.socket() for _ in range(count)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+def wait_listening(address: str, timeout_s: float = 5.0, alive: Any = None) -> None:
+    """Until the process at ``address`` listens for its peers. Timely's workers connect to
+    every lower process and retry only after a whole second, which would be timed; the
+    listening socket is looked up in /proc/net/tcp (connecting to it would be taken for a
+    peer). Without /proc the wait is a fixed 0.2 s."""
+    port = f":{int(address.rsplit(':', 1)[1]):04X} "
+    deadline = time.monotonic() + timeout_s
+    table = Path("/proc/net/tcp")
+    if not table.exists():
+        time.sleep(0.2)
+        return
+    while time.monotonic() < deadline and (alive is None or alive.poll() is None):
+        for line in table.read_text().splitlines()[1:]:
+            fields = line.split()
+            if (fields[1] + " ").endswith(port) and fields[3] == "0A":  # 0A: LISTEN
+                return
+        time.sleep(0.001)
+
+
 def launch(file: Path, processes: int, extra: list[str]) -> int:
     """Run ``candlewax run FILE`` as ``processes`` processes of one cluster on 127.0.0.1;
     the exit code of the first process that failed (0 if none)."""
-    from candlewax.bench_cmd import free_addresses
-
-    addresses = ",".join(free_addresses(processes))
-    command = [sys.executable, "-m", "candlewax.cli", "run", str(file), *extra, "-a", addresses]
-    children = [
-        subprocess.Popen(
-            [*command, "-i", str(k)],
-            # Own session: a Ctrl-C reaches them once, forwarded from here (the
-            # terminal's copy as well would count as the second, aborting Ctrl-C).
-            start_new_session=True,
+    addresses = free_addresses(processes)
+    command = [sys.executable, "-m", "candlewax.cli", "run", str(file), *extra]
+    command += ["-a", ",".join(addresses)]
+    children: list[subprocess.Popen[bytes]] = []
+    for k in range(processes):
+        children.append(
+            subprocess.Popen(
+                [*command, "-i", str(k)],
+                # Own session: a Ctrl-C reaches them once, forwarded from here (the
+                # terminal's copy as well would count as the second, aborting Ctrl-C).
+                start_new_session=True,
+            )
         )
-        for k in range(processes)
-    ]
+        if k < processes - 1:
+            # Timely connects to the lower processes and retries a refusal only after a
+            # whole second (with a warning): start the next one once this one listens.
+            wait_listening(addresses[k], timeout_s=30.0, alive=children[k])
 
     def forward(signum: int, frame: FrameType | None) -> None:
         for child in children:

@@ -19,6 +19,7 @@ from bytewax.run import cli_main
 from bytewax.testing import run_main
 
 from candlewax.config import PipelineConfig
+from candlewax.preflight import UserError
 from flows import inputs
 from flows.cluster import SINGLE, Place
 from flows.outputs import close_open_writers
@@ -56,14 +57,24 @@ def run_pipeline(
         if cfg.workers == 1 and not addresses:
             run_main(flow, epoch_interval=epoch, recovery_config=recovery)  # type: ignore[no-untyped-call]
         else:
-            cli_main(  # type: ignore[no-untyped-call]
-                flow,
-                workers_per_process=cfg.workers,
-                process_id=process_id if addresses else None,
-                addresses=addresses,
-                epoch_interval=epoch,
-                recovery_config=recovery,
-            )
+            try:
+                cli_main(  # type: ignore[no-untyped-call]
+                    flow,
+                    workers_per_process=cfg.workers,
+                    process_id=process_id if addresses else None,
+                    addresses=addresses,
+                    epoch_interval=epoch,
+                    recovery_config=recovery,
+                )
+            except BaseException as exc:  # pyo3's PanicException is a BaseException
+                if addresses and " thread panic" in str(exc):
+                    # Timely's network threads panic when a peer's connection breaks.
+                    raise UserError(
+                        f"process {process_id} lost its connection to another process of "
+                        "the cluster (it stopped or crashed); restart every process (with "
+                        "recovery: they resume from the last snapshot)"
+                    ) from exc
+                raise
     finally:
         for sig, old in previous:
             signal.signal(sig, old)
