@@ -54,13 +54,18 @@ def _positive(text: str) -> int:
     return value
 
 
-def bench_config(captures: list[Path], venue: str, intervals: str) -> PipelineConfig:
-    """The pipeline of ``candlewax replay``, one source per capture, a null sink."""
+def bench_config(
+    captures: list[Path], venue: str, intervals: str, symbols: list[list[str]] | None = None
+) -> PipelineConfig:
+    """The pipeline of ``candlewax replay``, one source per capture (listing ``symbols[i]``,
+    see ``capture_symbols``), a null sink."""
+    listed = symbols if symbols is not None else [[] for _ in captures]
     return parse_config(
         {
             "name": "bench",
             "sources": [
-                {"venue": venue, "mode": "replay", "capture": str(path)} for path in captures
+                {"venue": venue, "mode": "replay", "capture": str(path), "symbols": names}
+                for path, names in zip(captures, listed, strict=True)
             ],
             "operators": {
                 "ohlcv": {"intervals": [i.strip() for i in intervals.split(",") if i.strip()]}
@@ -70,6 +75,27 @@ def bench_config(captures: list[Path], venue: str, intervals: str) -> PipelineCo
         "candlewax bench",
         env={},
     )
+
+
+def capture_symbols(cfg: PipelineConfig) -> list[list[str]]:
+    """Every symbol of each capture (read once, not timed). Listed in the bench's sources,
+    they let captures of different symbols be read in different processes, as configured
+    sources with their symbols listed are (sources that may share a symbol share a
+    partition, flows/cluster.py)."""
+    from flows.pipeline import build_normalizer
+    from sources.replay import CaptureError, read_capture
+
+    parsers = build_normalizer(cfg).parsers
+    out: list[list[str]] = []
+    for src in cfg.sources:
+        assert src.capture is not None
+        parser = parsers[src.venue]
+        try:
+            names = {parser.symbol_of(frame) for frame in read_capture(src.capture, src.venue)}
+        except CaptureError as exc:
+            raise ConfigError(f"candlewax bench: {exc}") from None
+        out.append(sorted(name for name in names if name))
+    return out
 
 
 def load_frames(cfg: PipelineConfig, which: list[int]) -> list[list[Any]]:
@@ -118,7 +144,7 @@ def _build(cfg: PipelineConfig, frames: list[list[Any]], place: Any = None) -> A
 
     NULL_WRITTEN.clear()
     place = SINGLE if place is None else place
-    return build_flow(cfg, source=OwnedMemorySource(frames, place), place=place)
+    return build_flow(cfg, source=OwnedMemorySource(cfg, frames, place), place=place)
 
 
 def bench_here(cfg: PipelineConfig, rounds: int) -> tuple[int, list[Round]]:
@@ -137,7 +163,10 @@ def bench_here(cfg: PipelineConfig, rounds: int) -> tuple[int, list[Round]]:
 
 
 def _member(
-    conn: Connection, args: tuple[list[Path], str, str], processes: int, process_id: int
+    conn: Connection,
+    args: tuple[list[Path], str, str, list[list[str]]],
+    processes: int,
+    process_id: int,
 ) -> None:
     """One cluster process: load its captures, then per round build the flow, say ready,
     wait for the addresses, run, report (frames emitted, records written, CPU seconds)."""
@@ -145,7 +174,7 @@ def _member(
     from flows.cluster import Place
 
     cfg = bench_config(*args)
-    mine = bench_run.owned(len(cfg.sources), process_id, processes)
+    mine = bench_run.owned(cfg, process_id, processes)
     frames = load_frames(cfg, mine)
     conn.send(sum(map(len, frames)))
     while True:
@@ -169,7 +198,7 @@ def _reply(conn: Connection, process: Any) -> Any:
 
 
 def bench_cluster(
-    args: tuple[list[Path], str, str], processes: int, rounds: int
+    args: tuple[list[Path], str, str, list[list[str]]], processes: int, rounds: int
 ) -> tuple[int, list[Round]]:
     """One Bytewax cluster of ``processes`` processes (spawned: no state forked from here);
     ``args`` are those of ``bench_config``."""
@@ -213,12 +242,13 @@ def bench_cluster(
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    config_args = (args.captures, args.venue, args.intervals)
-    cfg = bench_config(*config_args)  # a bad venue or capture fails here, in one line
+    cfg = bench_config(args.captures, args.venue, args.intervals)  # bad venue/capture: one line
     from candlewax.preflight import preflight
 
     # A capture of another venue would be timed as dead letters: refuse it as replay does.
     preflight(cfg, {f"sources[{i}]": f"capture {i + 1}" for i in range(len(cfg.sources))})
+    config_args = (args.captures, args.venue, args.intervals, capture_symbols(cfg))
+    cfg = bench_config(*config_args)
     try:
         if args.processes == 1:
             frames, results = bench_here(cfg, args.rounds)

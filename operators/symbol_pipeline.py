@@ -334,9 +334,9 @@ class SymbolPipelines:
         for key, pipe in self.pipelines.items():
             try:
                 states[key] = pickle.dumps(pipe.state(), protocol=pickle.HIGHEST_PROTOCOL)
-            except Exception as exc:
-                step = "snapshot (this key's state will not survive a restart)"
-                pipe.pending.append(failure(pipe.venue, step, exc, []))
+            except Exception as exc:  # out with the next batch
+                step = f"snapshot of {key} (its state will not survive a restart)"
+                self.errors.append(failure(pipe.venue, step, exc, []))
         return pickle.dumps(states, protocol=pickle.HIGHEST_PROTOCOL)
 
     def restore(self, snapshot: Any) -> None:

@@ -31,9 +31,10 @@ ETH_HALF_WAY = "1520541924"
 def pipeline(out: Path, recovery: Path | None = None, pace: str = "max") -> dict[str, Any]:
     data: dict[str, Any] = {
         "name": "cluster",
+        # Listed symbols: two sources of one venue that might share one go to one process.
         "sources": [
-            {"venue": "binance", "mode": "replay", "capture": str(c), "pace": pace}
-            for c in (BTC_SPOT, ETH_SPOT)
+            {"venue": "binance", "mode": "replay", "capture": str(c), "pace": pace, "symbols": [s]}
+            for c, s in ((BTC_SPOT, "BTC/USDT"), (ETH_SPOT, "ETH/USDT"))
         ],
         "operators": {
             "ohlcv": {"intervals": ["1s", "1m"]},
@@ -82,21 +83,44 @@ def one_process(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Reco
 # ---- placement ----
 
 
-def test_each_process_lists_its_own_sources() -> None:
-    cfg = parse_config(
+def sources(*specs: tuple[str, list[str]]) -> Any:
+    return parse_config(
         {
             "sources": [
-                {"venue": "binance", "mode": "replay", "capture": str(c)}
-                for c in (BTC_SPOT, ETH_SPOT, BTC_SPOT)
+                {"venue": venue, "mode": "replay", "capture": str(BTC_SPOT), "symbols": symbols}
+                for venue, symbols in specs
             ],
             "sinks": [{"type": "null"}],
         },
         env={},
     )
-    assert PipelineSource(cfg).list_parts() == ["0-binance", "1-binance", "2-binance"]
-    assert PipelineSource(cfg, Place(0, 2)).list_parts() == ["0-binance", "2-binance"]
+
+
+def test_each_process_lists_its_own_sources() -> None:
+    cfg = sources(("binance", ["BTC/USDT"]), ("binance", ["ETH/USDT"]), ("okx", []))
+    assert PipelineSource(cfg).list_parts() == ["0-binance", "1-binance", "2-okx"]
+    assert PipelineSource(cfg, Place(0, 2)).list_parts() == ["0-binance", "2-okx"]
     assert PipelineSource(cfg, Place(1, 2)).list_parts() == ["1-binance"]
     assert PipelineSource(cfg, Place(3, 4)).list_parts() == []
+
+
+def test_sources_that_may_share_a_symbol_share_a_partition() -> None:
+    # Same venue and a common symbol, or a source of every symbol of its capture: one
+    # partition, so that each venue:symbol has one state (one dedupe, one book).
+    cfg = sources(
+        ("binance", ["BTC/USDT", "ETH/USDT"]),
+        ("okx", ["BTC/USDT"]),
+        ("binance", ["ETH/USDT"]),
+        ("okx", ["ETH/USDT"]),
+        ("binance-usdm", []),
+        ("binance-usdm", ["BTC/USDT:USDT"]),
+    )
+    assert PipelineSource(cfg).list_parts() == [
+        "0-binance+2-binance",
+        "1-okx",
+        "3-okx",
+        "4-binance-usdm+5-binance-usdm",
+    ]
 
 
 def test_a_process_sink_names_its_own_partition() -> None:
