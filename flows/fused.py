@@ -51,6 +51,9 @@ class _Fused:
         self.pipelines = pipelines
         self.ended = False
         self.timed = pipelines.settings.timed
+        # The pipelines' earliest due time, asked once per batch (in next_awake): the
+        # timers are looked at only once it has passed.
+        self.due_us: int | None = None
 
     def next_batch(self) -> list[KeyedItem]:
         if self.ended:
@@ -64,17 +67,22 @@ class _Fused:
                 raise
             return out
         out = self.pipelines.on_batch(batch)
-        if self.timed:
-            out.extend(self.pipelines.on_time(now_us()))
+        if self.due_us is not None:
+            now = now_us()
+            if now >= self.due_us:
+                out.extend(self.pipelines.on_time(now))
         return out
 
     def next_awake(self) -> datetime | None:
         if self.ended:
             return None
         inner: datetime | None = self.inner.next_awake()
+        if not self.timed:
+            return inner
+        self.due_us = self.pipelines.due()
         if inner is None:
             return None  # the inner source has more now (or the engine's cooldown applies)
-        due = _at(self.pipelines.due()) if self.timed else None
+        due = _at(self.due_us)
         return inner if due is None else min(inner, due)
 
     def close(self) -> None:

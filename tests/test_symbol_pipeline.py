@@ -6,14 +6,21 @@ from __future__ import annotations
 
 import pickle
 import threading
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import orjson
+import user_ops
+from bytewax.inputs import FixedPartitionedSource, StatefulSourcePartition
+from bytewax.testing import run_main
 from test_stateful_guards import TRADE, BuggyBuilder, BuggyKeeper
 
 from candlewax.config import parse_config
-from flows.pipeline import build_normalizer, pipeline_settings
+from candlewax.schema import now_us
+from flows.pipeline import build_flow, build_normalizer, pipeline_settings
 from operators.events import DepthMsg
 from operators.symbol_pipeline import PipelineSettings, SymbolPipeline, SymbolPipelines
+from sources.frames import RawFrame
 
 SEC = 1_000_000
 KEY = "binance:BTC/USDT"
@@ -114,3 +121,92 @@ def build_normalizer_for_tests() -> Any:
         env={},
     )
     return build_normalizer(cfg)
+
+
+# ---- timers through the source partition's next_awake ----
+
+
+class _OpenPartition(StatefulSourcePartition[Any, None]):
+    """Emits the frames, then stays open (nothing to read) until a final bar is out, so
+    that only a timer of the fused partition can have closed the window."""
+
+    def __init__(self, frames: list[RawFrame], out: list[Any], seen: threading.Event) -> None:
+        self.frames, self.out, self.seen = frames, out, seen
+        self.sent = False
+        self.give_up = datetime.now(UTC) + timedelta(seconds=120)
+
+    def next_batch(self) -> list[Any]:
+        if not self.sent:
+            self.sent = True
+            return list(self.frames)
+        if any(r["type"] == "bar" and r["final"] for r in self.out):
+            self.seen.set()
+            raise StopIteration
+        if datetime.now(UTC) > self.give_up:
+            raise StopIteration
+        return []
+
+    def next_awake(self) -> datetime | None:
+        if not self.sent:
+            return None
+        return datetime.now(UTC) + timedelta(seconds=2)  # the pipelines' timer is sooner
+
+    def snapshot(self) -> None:
+        return None
+
+
+class _OpenSource(FixedPartitionedSource[Any, None]):
+    def __init__(self, *args: Any) -> None:
+        self.args = args
+
+    def list_parts(self) -> list[str]:
+        return ["only"]
+
+    def build_part(self, step_id: str, for_part: str, resume: None) -> _OpenPartition:
+        return _OpenPartition(*self.args)
+
+
+def test_a_wall_clock_close_comes_from_the_partitions_timer() -> None:
+    start = now_us() // 1000
+    frames = [
+        RawFrame(
+            "binance",
+            "c1",
+            start * 1000,
+            orjson.dumps(
+                {
+                    "stream": "btcusdt@trade",
+                    "data": {
+                        "e": "trade",
+                        "E": start,
+                        "s": "BTCUSDT",
+                        "t": i,
+                        "p": price,
+                        "q": "0.5",
+                        "T": start,
+                        "m": False,
+                        "M": True,
+                    },
+                }
+            ).decode(),
+        )
+        for i, price in enumerate(["100", "101", "99"])
+    ]
+    cfg = parse_config(
+        {
+            "sources": [{"venue": "binance", "symbols": ["BTC/USDT"]}],
+            "operators": {
+                "ohlcv": {"intervals": ["1s"], "wall_clock_close": True, "lateness_ms": 0},
+                "user": [{"path": "user_ops:collect", "channels": ["bars"]}],
+            },
+            "sinks": [{"type": "null"}],
+        },
+        env={},
+    )
+    user_ops.COLLECTED.clear()
+    closed_while_open = threading.Event()
+    run_main(build_flow(cfg, source=_OpenSource(frames, user_ops.COLLECTED, closed_while_open)))  # type: ignore[no-untyped-call]
+    assert closed_while_open.is_set()  # closed by the timer, before the end of the stream
+    (bar,) = [r for r in user_ops.COLLECTED if r["type"] == "bar"]
+    assert bar["final"] and bar["trades"] == 3
+    assert (bar["high"], bar["low"], bar["volume"]) == ("101", "99", "1.5")

@@ -91,3 +91,12 @@ def _wait_for_commit(store: str, limit_s: float = 120.0) -> None:
             if epoch is not None and epoch >= 2:
                 return
         time.sleep(0.05)
+
+
+# test_symbol_pipeline.py: the bars a run has made so far.
+COLLECTED: list[dict[str, Any]] = []
+
+
+def collect(record: dict[str, Any]) -> dict[str, Any]:
+    COLLECTED.append(record)
+    return record
