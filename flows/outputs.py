@@ -4,8 +4,8 @@ Where a record is written decides whether it crosses workers; per sink type:
 
 - per worker (``DynamicSink``: each worker its own writer, nothing routed): ``null``,
   ``redis`` and the metrics counter;
-- per process (``ProcessSink``: one partition per process of the cluster, listed only by
-  that process, so records stay in it): ``kafka``, whose writer must make everything
+- per process (``ProcessSink``: partitions listed only by the process whose sources they
+  are named after, so records stay in it): ``kafka``, whose writer must make everything
   durable at each epoch's end (a stateful partition's snapshot) before recovery moves on;
 - one writer for the whole cluster (``WriterSink``: a single partition, every record is
   routed to its worker): files (``jsonl``, ``parquet``, ``recorder``: one writer per
@@ -156,29 +156,58 @@ class WriterSink(FixedPartitionedSink[Any, None]):
         return _WriterPartition(self.name, self.make())
 
 
-class ProcessSink(FixedPartitionedSink[Any, None]):
-    """One partition per process of the cluster, ``<name>@<process>``; each process lists
-    only its own, so Bytewax makes one of its workers the partition's primary, and
-    ``part_fn`` (called where the record is) always names this process's partition: a
-    record is written by the process that made it, through a stateful partition (its
-    snapshot is the epoch-end checkpoint)."""
+class _Lazy:
+    """A writer opened at its first batch: a process with several partitions of one
+    ``ProcessSink`` writes through the first only, and the others open nothing."""
 
-    def __init__(self, name: str, make: Callable[[], Any], place: Place) -> None:
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.writer: Any = None
+
+    def write_batch(self, values: list[Any]) -> None:
+        if self.writer is None:
+            self.writer = self.make()
+        self.writer.write_batch(values)
+
+    def checkpoint(self) -> None:
+        if self.writer is not None and hasattr(self.writer, "checkpoint"):
+            self.writer.checkpoint()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class ProcessSink(FixedPartitionedSink[Any, None]):
+    """Records written by the process that made them, through a stateful partition (its
+    snapshot is the epoch-end checkpoint).
+
+    One partition per source partition, ``<name>@<source partition>``: names that do not
+    depend on the number of processes, so a recovery store resumes on a rescaled cluster.
+    Each process lists the partitions of its own sources (Bytewax makes one of its
+    workers their primary) and ``part_fn``, called where the record is, names the first
+    of them. (A process with no source of its own writes through ``name``, on process 0:
+    the records of ``mode: kafka`` sources, keyed, go there anyway.)"""
+
+    def __init__(self, name: str, make: Callable[[], Any], parts: list[str], place: Place) -> None:
         self.name = name
         self.make = make
-        self.own = f"{name}@{place.index}"
+        named = [f"{name}@{part}" for part in parts]
+        own = [p for k, p in enumerate(named) if place.owns(k)]
+        # Also ``name`` alone, on process 0: the one partition of a flow without fused
+        # sources (stage 2), and of stores written before there were several.
+        self.own = own + ([name] if place.index == 0 else [])
         # Bytewax indexes part_fn's answer into the sorted names of every partition.
-        everyone = sorted(f"{name}@{p}" for p in range(place.processes))
-        self.index = everyone.index(self.own)
+        self.index = sorted([*named, name]).index(own[0] if own else name)
 
     def list_parts(self) -> list[str]:
-        return [self.own]
+        return list(self.own)
 
     def part_fn(self, item_key: str) -> int:
         return self.index
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPartition:
-        return _WriterPartition(self.name, self.make())
+        return _WriterPartition(self.name, _Lazy(self.make))
 
 
 class WorkerSink(DynamicSink[Any]):
@@ -219,13 +248,18 @@ def _writer_factory(name: str, sink: SinkConfig) -> Callable[[], Any]:
     return lambda: Recorder(sink.path)
 
 
-def sinks_for(cfg: PipelineConfig, place: Place = SINGLE) -> list[tuple[str, AnySink, str]]:
-    """(step name, sink, input kind) per configured sink; kind "frames" or "records"."""
+def sinks_for(
+    cfg: PipelineConfig, place: Place = SINGLE, parts: list[str] | None = None
+) -> list[tuple[str, AnySink, str]]:
+    """(step name, sink, input kind) per configured sink; kind "frames" or "records";
+    ``parts``: the source partitions of the cluster, in order (per-process sinks have
+    one partition each)."""
+    parts = parts or []
     out: list[tuple[str, AnySink, str]] = []
     for i, sink in enumerate(cfg.sinks):
         name = f"sink_{i}_{sink.type}"
         if isinstance(sink, KafkaSinkConfig):
-            out.extend(_kafka_sinks(name, sink, cfg, place))
+            out.extend(_kafka_sinks(name, sink, cfg, place, parts))
             continue
         kind = "frames" if isinstance(sink, RecorderSinkConfig) else "records"
         make = _writer_factory(name, sink)
@@ -246,18 +280,18 @@ def _raw_frames_sink(name: str, sink: WebsocketSinkConfig) -> WriterSink:
 
 
 def _kafka_sinks(
-    name: str, sink: KafkaSinkConfig, cfg: PipelineConfig, place: Place
+    name: str, sink: KafkaSinkConfig, cfg: PipelineConfig, place: Place, parts: list[str]
 ) -> list[tuple[str, AnySink, str]]:
     """Records to the normalized topics; raw frames (unless read from Kafka) to raw topics."""
     from sinks.kafka import KafkaRawSink, KafkaRecordSink
 
     venues = sorted({src.venue for src in cfg.sources})
-    records = ProcessSink(name, lambda: KafkaRecordSink(sink, venues), place)
+    records = ProcessSink(name, lambda: KafkaRecordSink(sink, venues), parts, place)
     out: list[tuple[str, AnySink, str]] = [(name, records, "records")]
     raw = sink.raw if sink.raw is not None else all(src.mode != "kafka" for src in cfg.sources)
     if raw:
         raw_name = f"{name}_raw"
-        raw_sink = ProcessSink(raw_name, lambda: KafkaRawSink(sink, venues), place)
+        raw_sink = ProcessSink(raw_name, lambda: KafkaRawSink(sink, venues), parts, place)
         out.append((raw_name, raw_sink, "frames"))
     return out
 

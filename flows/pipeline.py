@@ -30,7 +30,7 @@ from candlewax.metrics import count_frames_from
 from candlewax.schema import CHANNEL_OF_TYPE, make_dead_letter
 from flows.cluster import SINGLE, Place
 from flows.fused import FusedDynamicSource, FusedSource
-from flows.inputs import kafka_frames, source_for, start_run
+from flows.inputs import PipelineSource, kafka_frames, source_for, start_run
 from flows.outputs import MetricsSink, sinks_for
 from flows.stateful import book_logic, dedupe_logic, ohlcv_logic
 from operators.book import BookKeeper
@@ -107,7 +107,7 @@ def build_flow(
     flow = Dataflow(cfg.name)
     start_run()
     normalizer = build_normalizer(cfg)
-    sinks = sinks_for(cfg, place)
+    sinks = sinks_for(cfg, place, list(PipelineSource(cfg).groups))
     with_frames = any(kind == "frames" for _, _, kind in sinks)
     records: list[Stream[KeyedItem]] = []
     frames: list[Stream[KeyedItem]] = []

@@ -11,9 +11,11 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import orjson
 import pytest
 import yaml
 from flow_helpers import BTC_SPOT, ETH_SPOT, ROOT, Record, outputs
+from services import Services, consume_all, delete_topics, unique
 
 from candlewax.cluster_cmd import cluster_of
 from candlewax.config import parse_config
@@ -123,14 +125,19 @@ def test_sources_that_may_share_a_symbol_share_a_partition() -> None:
     ]
 
 
-def test_a_process_sink_names_its_own_partition() -> None:
-    # Bytewax indexes part_fn's answer into every partition's name, sorted: "@10" < "@2".
-    sinks = [ProcessSink("k", lambda: None, Place(p, 12)) for p in range(12)]
+def test_a_process_sink_writes_through_its_own_partition() -> None:
+    parts = [f"{i}-binance" for i in range(12)]
+    sinks = [ProcessSink("k", lambda: None, parts, Place(p, 3)) for p in range(3)]
+    # Names follow the sources, not the process count: a store resumes on a rescaled cluster.
+    assert sinks[1].list_parts() == ["k@1-binance", "k@4-binance", "k@7-binance", "k@10-binance"]
+    assert sinks[0].list_parts()[-1] == "k"  # stage 2's one partition, and older stores'
+    # Bytewax indexes part_fn's answer into every partition's name, sorted ("10" < "2").
     everyone = sorted(part for s in sinks for part in s.list_parts())
+    assert len(everyone) == len(set(everyone)) == 13
     for p, sink in enumerate(sinks):
-        assert sink.list_parts() == [f"k@{p}"]
-        assert everyone[sink.part_fn("binance:BTC/USDT")] == f"k@{p}"
-        assert sink.part_fn("okx:ETH/USDT") == sink.part_fn("binance:BTC/USDT")
+        assert everyone[sink.part_fn("binance:BTC/USDT")] == f"k@{p}-binance"
+    stage2 = ProcessSink("k", lambda: None, [], Place(1, 2))
+    assert stage2.list_parts() == [] and stage2.part_fn("okx:BTC/USDT") == 0
 
 
 # ---- where a process stands ----
@@ -257,3 +264,25 @@ def test_kill_9_of_one_process_resumes_to_the_uninterrupted_bars(
     # The resumed run went on from a snapshot, not from the start of the captures.
     assert 0 < len(after["trades"]) < len(one_process["trades"])
     assert not before["late"] and not after["late"]
+
+
+def test_two_processes_publish_to_kafka_what_one_process_writes(
+    services: Services, tmp_path: Path, one_process: dict[str, list[Record]]
+) -> None:
+    # Each process produces its own symbols' records (a per-process sink partition,
+    # checkpointed at every epoch end: recovery on).
+    prefix = unique("cluster")
+    data = pipeline(tmp_path / "out", tmp_path / "state")
+    data["sinks"] = [{"type": "kafka", "brokers": [services.kafka], "topic_prefix": prefix}]
+    try:
+        proc = run_cluster(data, tmp_path, "kafka")
+        assert proc.returncode == 0, proc.stderr[-3000:]
+        published = {
+            name: [orjson.loads(m.value) for m in consume_all(services.kafka, f"{prefix}.{topic}")]
+            for name, topic in (("trades", "norm.trades"), ("bars", "norm.bars"))
+        }
+    finally:
+        delete_topics(services.kafka, prefix)
+    for name, records in published.items():
+        got = series({name: records})
+        assert got == series({name: one_process[name]}), name
