@@ -286,3 +286,30 @@ def test_two_processes_publish_to_kafka_what_one_process_writes(
     for name, records in published.items():
         got = series({name: records})
         assert got == series({name: one_process[name]}), name
+
+
+def test_a_shared_partition_reads_each_source_once_and_resumes_each() -> None:
+    cfg = parse_config(
+        {
+            "sources": [
+                {"venue": "binance", "mode": "replay", "capture": str(c)}
+                for c in (BTC_SPOT, ETH_SPOT)
+            ],
+            "sinks": [{"type": "null"}],
+        },
+        env={},
+    )
+    source = PipelineSource(cfg)
+    (name,) = source.list_parts()  # no symbols listed: they may share one
+    assert name == "0-binance+1-binance"
+    part = source.build_part("input", name, {"0-binance": 100, "1-binance": 50})
+    frames: list[Any] = []
+    while True:
+        try:
+            frames.extend(part.next_batch())
+        except StopIteration:
+            break
+    btc = [f for f in frames if '"s":"BTCUSDT"' in f.text or "btcusdt@" in f.text]
+    assert len(frames) == 41_249 - 100 + 33_618 - 50
+    assert 0 < len(btc) < len(frames)
+    assert part.snapshot() == {"0-binance": 41_249, "1-binance": 33_618}
