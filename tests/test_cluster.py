@@ -5,8 +5,10 @@ one process resumed from recovery to the uninterrupted run's bars."""
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -313,3 +315,34 @@ def test_a_shared_partition_reads_each_source_once_and_resumes_each() -> None:
     assert len(frames) == 41_249 - 100 + 33_618 - 50
     assert 0 < len(btc) < len(frames)
     assert part.snapshot() == {"0-binance": 41_249, "1-binance": 33_618}
+
+
+def test_ctrl_c_stops_every_process_and_flushes_their_bars(tmp_path: Path) -> None:
+    path = tmp_path / "paced.yaml"
+    path.write_text(yaml.safe_dump(pipeline(tmp_path / "out", pace="20x")))
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "candlewax.cli", "run", str(path), "-p", "2"],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(TESTS)},
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    trades = tmp_path / "out" / "trades.jsonl"
+    try:
+        deadline = time.monotonic() + 300
+        # Until both processes are under way (a limit, not a measurement).
+        while time.monotonic() < deadline and not (
+            trades.exists() and all(s in trades.read_text() for s in ("BTC/USDT", "ETH/USDT"))
+        ):
+            time.sleep(0.05)
+        proc.send_signal(signal.SIGINT)  # to the launcher only, as `kill -INT` would
+        _, err = proc.communicate(timeout=300)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-3000:]
+    out = outputs(tmp_path / "out")
+    # Both processes ended their sources early and flushed every open window as final bars.
+    assert 0 < len(out["trades"]) < 15_863
+    assert {b["symbol"] for b in out["bars"]} == {"BTC/USDT", "ETH/USDT"}
+    assert all(b["final"] for b in out["bars"])
