@@ -61,6 +61,7 @@ from candlewax.config import PipelineConfig, parse_config  # noqa: E402
 from candlewax.metrics import REGISTRY  # noqa: E402
 from candlewax.symbols import from_native  # noqa: E402
 from flows import inputs, pipeline  # noqa: E402
+from operators import symbol_pipeline  # noqa: E402
 from simulator.tape import Tape, load_tape  # noqa: E402
 from sinks.fanout import threaded  # noqa: E402
 from sources import live  # noqa: E402
@@ -84,19 +85,19 @@ LISTEN_RE = re.compile(r"listening on (ws://\S+)(?:\s+REST (http://\S+))?")
 class Probe:
     """Finds the pipeline's long-lived objects and reports their sizes.
 
-    ``install()`` wraps the constructors the dataflow uses (the stateful-step
-    builders of ``flows.pipeline``, the venue normalizer, ``LiveFeed``), so every
+    ``install()`` wraps the constructors the dataflow uses (the per-symbol pipelines of
+    ``operators.symbol_pipeline``, the venue normalizer, ``LiveFeed``), so every
     object built afterwards is registered here; ``sizes()`` reads them from any
     thread (plain ``len`` of containers: safe under the GIL while the engine runs).
     ``uninstall()`` restores the originals.
 
-    With ``observe=True`` each stateful step is also measured right after every
+    With ``observe=True`` each pipeline is also measured right after every
     batch and timer call, in the worker thread: ``peaks`` then holds the largest
     per-key size ever seen, never a reading taken halfway through a batch.
     """
 
     def __init__(self, observe: bool = False) -> None:
-        self.logics: dict[str, list[Any]] = {"dedupe": [], "ohlcv": [], "book": []}
+        self.pipelines: list[Any] = []  # every SymbolPipeline (one per venue:symbol)
         self.normalizers: list[Any] = []
         self.feeds: list[Any] = []
         self.observe = observe
@@ -105,8 +106,7 @@ class Probe:
         self._undo: list[Callable[[], None]] = []
 
     def install(self) -> Probe:
-        for step in self.logics:
-            self._wrap_builder(step)
+        self._wrap_pipelines()
         original_normalizer = pipeline.build_normalizer
 
         def build_normalizer(cfg: PipelineConfig) -> Any:
@@ -134,35 +134,27 @@ class Probe:
         setattr(module, name, value)
         self._undo.append(lambda: setattr(module, name, old))
 
-    def _wrap_builder(self, step: str) -> None:
-        factory_name = f"{step}_logic"
-        factory = getattr(pipeline, factory_name)
-        registry = self.logics[step]
+    def _wrap_pipelines(self) -> None:
+        probe = self
 
-        def wrapped_factory(*args: Any, **kwargs: Any) -> Any:
-            build = factory(*args, **kwargs)
+        class RecordedPipeline(symbol_pipeline.SymbolPipeline):
+            def __init__(self, *args: Any, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                probe.pipelines.append(self)
 
-            def recording_build(resume: Any) -> Any:
-                logic = build(resume)
-                registry.append(logic)
-                if self.observe:
-                    self._watch(step, logic)
-                return logic
+            def on_items(self, *args: Any) -> Any:
+                out = super().on_items(*args)
+                if probe.observe:
+                    probe._measure(self)
+                return out
 
-            return recording_build
+            def on_time(self, now: int) -> Any:
+                out = super().on_time(now)
+                if probe.observe:
+                    probe._measure(self)
+                return out
 
-        self._patch(pipeline, factory_name, wrapped_factory)
-
-    def _watch(self, step: str, logic: Any) -> None:
-        for name in ("on_batch", "on_notify"):
-            method = getattr(logic, name)
-
-            def measured(*args: Any, _method: Any = method) -> Any:
-                result = _method(*args)
-                self._measure(step, logic)
-                return result
-
-            setattr(logic, name, measured)
+        self._patch(symbol_pipeline, "SymbolPipeline", RecordedPipeline)
 
     def _peak(self, name: str, value: int, bound: int | None = None, key: str = "") -> None:
         if value > self.peaks.get(name, -1):
@@ -170,21 +162,21 @@ class Probe:
         if bound is not None and value > bound and len(self.violations) < 100:
             self.violations.append(f"{name} {value} > bound {bound} ({key})")
 
-    def _measure(self, step: str, logic: Any) -> None:
+    def _measure(self, pipe: Any) -> None:
         """Per-key bounds, checked where they must hold: between two engine calls."""
-        if step == "dedupe":
-            d = logic.deduper
+        if pipe.deduper is not None:
+            d = pipe.deduper
             self._peak("dedupe_ids", len(d), d.capacity)
-        elif step == "ohlcv" and logic.builder is not None:
-            b = logic.builder
+        if pipe.bars is not None:
+            b = pipe.bars
             for interval in b._intervals:
                 # Open windows end after the watermark and start at or before the
                 # newest event: (lateness + length) / length of them at most.
                 bound = b.lateness_us // interval.length + 2
                 key = f"{b.venue}:{b.symbol} {interval.label}"
                 self._peak(f"bar_open_windows_{interval.label}", len(interval.windows), bound, key)
-        elif step == "book" and logic.keeper is not None:
-            k = logic.keeper
+        if pipe.book is not None:
+            k = pipe.book
             self._peak("book_levels", max(len(k.book.bids), len(k.book.asks)))
             self._peak("book_buffer", len(k._buffer), k._buffer.maxlen, f"{k.venue}:{k.symbol}")
             levels = self.peaks.setdefault(f"book_levels:{k.venue}:{k.symbol}", 0)
@@ -195,13 +187,13 @@ class Probe:
     # ---- sizes ----
 
     def dedupers(self) -> list[Any]:
-        return [logic.deduper for logic in list(self.logics["dedupe"])]
+        return [p.deduper for p in list(self.pipelines) if p.deduper is not None]
 
     def bar_builders(self) -> list[Any]:
-        return [b for b in (lg.builder for lg in list(self.logics["ohlcv"])) if b is not None]
+        return [p.bars for p in list(self.pipelines) if p.bars is not None]
 
     def book_keepers(self) -> list[Any]:
-        return [k for k in (lg.keeper for lg in list(self.logics["book"])) if k is not None]
+        return [p.book for p in list(self.pipelines) if p.book is not None]
 
     def connections(self) -> Iterator[Any]:
         for feed in list(self.feeds):

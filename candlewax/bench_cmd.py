@@ -4,8 +4,9 @@ The captures are read into memory first (not timed); then the dataflow of ``cand
 replay`` (normalize, dedupe, book top-20 + BBO, OHLCV, here with a ``null`` sink) runs over
 them, ``--rounds`` times from fresh state. With ``--processes N`` the captures are spread
 over N processes of one Bytewax cluster, one worker each (process *p* reads captures *p*,
-*p + N*, ...; see ``flows.bench_run``), and a round runs from every process having loaded its
-frames and built its flow to the last process finished.
+*p + N*, ... and processes their symbols itself, as ``candlewax run -p N`` does with
+configured sources; see ``flows.bench_run``), and a round runs from every process having
+loaded its frames and built its flow to the last process finished.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 import argparse
 import gc
 import multiprocessing
-import socket
 import sys
 import time
 from dataclasses import dataclass
@@ -23,6 +23,7 @@ from typing import Any
 
 import orjson
 
+from candlewax.cluster_cmd import free_addresses, wait_listening
 from candlewax.config import ConfigError, PipelineConfig, parse_config
 
 # A process that stops answering (crashed without a word) ends the bench after this long.
@@ -53,13 +54,18 @@ def _positive(text: str) -> int:
     return value
 
 
-def bench_config(captures: list[Path], venue: str, intervals: str) -> PipelineConfig:
-    """The pipeline of ``candlewax replay``, one source per capture, a null sink."""
+def bench_config(
+    captures: list[Path], venue: str, intervals: str, symbols: list[list[str]] | None = None
+) -> PipelineConfig:
+    """The pipeline of ``candlewax replay``, one source per capture (listing ``symbols[i]``,
+    see ``capture_symbols``), a null sink."""
+    listed = symbols if symbols is not None else [[] for _ in captures]
     return parse_config(
         {
             "name": "bench",
             "sources": [
-                {"venue": venue, "mode": "replay", "capture": str(path)} for path in captures
+                {"venue": venue, "mode": "replay", "capture": str(path), "symbols": names}
+                for path, names in zip(captures, listed, strict=True)
             ],
             "operators": {
                 "ohlcv": {"intervals": [i.strip() for i in intervals.split(",") if i.strip()]}
@@ -69,6 +75,27 @@ def bench_config(captures: list[Path], venue: str, intervals: str) -> PipelineCo
         "candlewax bench",
         env={},
     )
+
+
+def capture_symbols(cfg: PipelineConfig) -> list[list[str]]:
+    """Every symbol of each capture (read once, not timed). Listed in the bench's sources,
+    they let captures of different symbols be read in different processes, as configured
+    sources with their symbols listed are (sources that may share a symbol share a
+    partition, flows/cluster.py)."""
+    from flows.pipeline import build_normalizer
+    from sources.replay import CaptureError, read_capture
+
+    parsers = build_normalizer(cfg).parsers
+    out: list[list[str]] = []
+    for src in cfg.sources:
+        assert src.capture is not None
+        parser = parsers[src.venue]
+        try:
+            names = {parser.symbol_of(frame) for frame in read_capture(src.capture, src.venue)}
+        except CaptureError as exc:
+            raise ConfigError(f"candlewax bench: {exc}") from None
+        out.append(sorted(name for name in names if name))
+    return out
 
 
 def load_frames(cfg: PipelineConfig, which: list[int]) -> list[list[Any]]:
@@ -109,13 +136,15 @@ def _count_records() -> int:
     return sum(NULL_WRITTEN.values())
 
 
-def _build(cfg: PipelineConfig, frames: list[list[Any]]) -> Any:
-    from flows.bench_run import SpreadMemorySource
+def _build(cfg: PipelineConfig, frames: list[list[Any]], place: Any = None) -> Any:
+    from flows.bench_run import OwnedMemorySource
+    from flows.cluster import SINGLE
     from flows.outputs import NULL_WRITTEN
     from flows.pipeline import build_flow
 
     NULL_WRITTEN.clear()
-    return build_flow(cfg, source=SpreadMemorySource(frames))
+    place = SINGLE if place is None else place
+    return build_flow(cfg, source=OwnedMemorySource(cfg, frames, place), place=place)
 
 
 def bench_here(cfg: PipelineConfig, rounds: int) -> tuple[int, list[Round]]:
@@ -134,18 +163,22 @@ def bench_here(cfg: PipelineConfig, rounds: int) -> tuple[int, list[Round]]:
 
 
 def _member(
-    conn: Connection, args: tuple[list[Path], str, str], processes: int, process_id: int
+    conn: Connection,
+    args: tuple[list[Path], str, str, list[list[str]]],
+    processes: int,
+    process_id: int,
 ) -> None:
     """One cluster process: load its captures, then per round build the flow, say ready,
     wait for the addresses, run, report (frames emitted, records written, CPU seconds)."""
     from flows import bench_run
+    from flows.cluster import Place
 
     cfg = bench_config(*args)
-    mine = bench_run.owned(len(cfg.sources), process_id, processes)
+    mine = bench_run.owned(cfg, process_id, processes)
     frames = load_frames(cfg, mine)
     conn.send(sum(map(len, frames)))
     while True:
-        flow = _build(cfg, frames)
+        flow = _build(cfg, frames, Place(process_id, processes))
         conn.send("ready")
         addresses = conn.recv()
         if addresses is None:
@@ -153,36 +186,6 @@ def _member(
         cpu = time.process_time()
         bench_run.run_cluster_process(flow, addresses, process_id)
         conn.send((bench_run.EMITTED[0], _count_records(), time.process_time() - cpu))
-
-
-def _free_addresses(count: int) -> list[str]:
-    socks = [socket.socket() for _ in range(count)]
-    try:
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [f"127.0.0.1:{s.getsockname()[1]}" for s in socks]
-    finally:
-        for s in socks:
-            s.close()
-
-
-def _wait_listening(address: str, timeout_s: float = 5.0) -> None:
-    """Until the process at ``address`` listens for its peers. Timely's workers connect to
-    every lower process and retry only after a whole second, which would be timed; the
-    listening socket is looked up in /proc/net/tcp (connecting to it would be taken for a
-    peer). Without /proc the wait is a fixed 0.2 s."""
-    port = f":{int(address.rsplit(':', 1)[1]):04X} "
-    deadline = time.monotonic() + timeout_s
-    table = Path("/proc/net/tcp")
-    if not table.exists():
-        time.sleep(0.2)
-        return
-    while time.monotonic() < deadline:
-        for line in table.read_text().splitlines()[1:]:
-            fields = line.split()
-            if (fields[1] + " ").endswith(port) and fields[3] == "0A":  # 0A: LISTEN
-                return
-        time.sleep(0.001)
 
 
 def _reply(conn: Connection, process: Any) -> Any:
@@ -195,7 +198,7 @@ def _reply(conn: Connection, process: Any) -> Any:
 
 
 def bench_cluster(
-    args: tuple[list[Path], str, str], processes: int, rounds: int
+    args: tuple[list[Path], str, str, list[list[str]]], processes: int, rounds: int
 ) -> tuple[int, list[Round]]:
     """One Bytewax cluster of ``processes`` processes (spawned: no state forked from here);
     ``args`` are those of ``bench_config``."""
@@ -214,12 +217,12 @@ def bench_cluster(
             for conn, proc in members:
                 if _reply(conn, proc) != "ready":
                     raise RuntimeError(f"bench process {proc.name} is out of step")
-            addresses = _free_addresses(processes)
+            addresses = free_addresses(processes)
             start = time.perf_counter()
             for pid, (conn, _) in enumerate(members):
                 conn.send(addresses)
                 if pid < processes - 1:
-                    _wait_listening(addresses[pid])
+                    wait_listening(addresses[pid])
             done = [_reply(conn, proc) for conn, proc in members]
             seconds = time.perf_counter() - start
             frames, records, cpu = (sum(d[i] for d in done) for i in range(3))
@@ -239,12 +242,13 @@ def bench_cluster(
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    config_args = (args.captures, args.venue, args.intervals)
-    cfg = bench_config(*config_args)  # a bad venue or capture fails here, in one line
+    cfg = bench_config(args.captures, args.venue, args.intervals)  # bad venue/capture: one line
     from candlewax.preflight import preflight
 
     # A capture of another venue would be timed as dead letters: refuse it as replay does.
     preflight(cfg, {f"sources[{i}]": f"capture {i + 1}" for i in range(len(cfg.sources))})
+    config_args = (args.captures, args.venue, args.intervals, capture_symbols(cfg))
+    cfg = bench_config(*config_args)
     try:
         if args.processes == 1:
             frames, results = bench_here(cfg, args.rounds)

@@ -11,6 +11,7 @@ import orjson
 
 from candlewax import __version__
 from candlewax.bench_cmd import add_bench_parser, run_bench
+from candlewax.cluster_cmd import add_cluster_args
 from candlewax.config import ConfigError, load_config, parse_config
 
 _EPILOG = """\
@@ -18,6 +19,8 @@ examples:
   candlewax demo                                  # recorded Binance+OKX over a local simulator
   candlewax validate examples/live.yaml           # check a pipeline file, start nothing
   candlewax run examples/live.yaml                # live Binance + OKX
+  candlewax run pipeline.yaml -p 2                # a 2-process cluster on this machine
+  candlewax run pipeline.yaml -a h0:2101,h1:2101 -i 1   # process 1 of a cluster
   candlewax replay fixtures/captures/binance/hftbacktest_spot_btcusdt_20240808.txt.gz \\
       --venue binance --out out/btc --intervals 1s,1m
   candlewax replay CAPTURE --venue binance --out out/btc --ws 127.0.0.1:8765 --pace 10x
@@ -43,6 +46,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run the pipeline described by a YAML file")
     run.add_argument("file", type=Path, help="pipeline YAML (see examples/)")
     run.add_argument("--workers", type=int, help="worker threads (overrides 'workers:')")
+    add_cluster_args(run)
 
     val = sub.add_parser("validate", help="check a pipeline YAML without running it")
     val.add_argument("file", type=Path)
@@ -144,6 +148,30 @@ def _config_error_text(exc: ConfigError) -> str:
     return str(exc)
 
 
+def _run(args: argparse.Namespace) -> int:
+    from candlewax.cluster_cmd import check_processes, cluster_of, environment, launch
+    from candlewax.preflight import preflight
+    from flows.runner import recovery_settings, run_pipeline
+
+    processes = check_processes(args)
+    cluster = None if processes is not None else cluster_of(args, environment())
+    cfg = load_config(args.file)
+    if args.workers is not None:
+        data = cfg.model_dump()
+        data["workers"] = args.workers
+        cfg = parse_config(data, f"{args.file} (--workers)", env={})
+    preflight(cfg)
+    if processes is not None and processes > 1:
+        recovery_settings(cfg)  # the store exists before any process looks for it
+        extra = [] if args.workers is None else ["--workers", str(args.workers)]
+        return launch(args.file, processes, extra)
+    if cluster is None:
+        run_pipeline(cfg)
+    else:
+        run_pipeline(cfg, cluster.addresses, cluster.index)
+    return 0
+
+
 def _dispatch(argv: list[str]) -> int:
     if argv[:1] == ["simulate"]:
         # The simulator owns its flags (and --help); hand them over untouched.
@@ -162,17 +190,7 @@ def _dispatch(argv: list[str]) -> int:
         sys.stdout.write("\n")
         return 0
     if args.command == "run":
-        from candlewax.preflight import preflight
-        from flows.runner import run_pipeline
-
-        cfg = load_config(args.file)
-        if args.workers is not None:
-            data = cfg.model_dump()
-            data["workers"] = args.workers
-            cfg = parse_config(data, f"{args.file} (--workers)", env={})
-        preflight(cfg)
-        run_pipeline(cfg)
-        return 0
+        return _run(args)
     if args.command == "replay":
         from candlewax.replay_cmd import replay
 

@@ -19,6 +19,7 @@ from bytewax.inputs import FixedPartitionedSource, Source, StatefulSourcePartiti
 from candlewax.config import KafkaInput, PipelineConfig, SourceConfig
 from candlewax.schema import make_dead_letter, now_us
 from candlewax.symbols import to_native
+from flows.cluster import SINGLE, Place, source_groups
 from sources.frames import RawFrame
 from sources.kafka_raw import consumer_error, consumer_settings, item_of, kafka_inputs
 from sources.live import ConnectionSpec, LiveFeed
@@ -164,22 +165,100 @@ class _LivePartition(StatefulSourcePartition[Item, None]):
         self._feed.close()
 
 
+class _GroupPartition(StatefulSourcePartition[Item, dict[str, Any]]):
+    """Several sources that may deliver the same venue:symbol, read as one partition (a
+    batch of each in turn, as soon as it is due), so each symbol's state has one home.
+    The snapshot holds every member's, by name."""
+
+    def __init__(self, members: dict[str, StatefulSourcePartition[Item, Any]]) -> None:
+        self._members = members
+        self._done: dict[str, Any] = {}  # the last snapshot of members that ended
+        self._due: dict[str, datetime | None] = dict.fromkeys(members)
+        self._order = list(members)
+        self._next = 0
+        self._awake: datetime | None = None
+
+    def next_batch(self) -> list[Item]:
+        now = _now()
+        for _ in range(len(self._order)):
+            if not self._order:
+                break
+            name = self._order[self._next % len(self._order)]
+            due = self._due[name]
+            if due is not None and due > now:
+                self._next += 1
+                continue
+            member = self._members[name]
+            try:
+                batch = list(member.next_batch())
+            except StopIteration:
+                self._done[name] = member.snapshot()
+                member.close()
+                self._order.remove(name)
+                del self._due[name]
+                continue
+            self._due[name] = member.next_awake()
+            self._next += 1
+            self._awake = None
+            return batch
+        if not self._order:
+            raise StopIteration
+        dues = list(self._due.values())
+        self._awake = None if None in dues else min(d for d in dues if d is not None)
+        return []
+
+    def next_awake(self) -> datetime | None:
+        return self._awake
+
+    def snapshot(self) -> dict[str, Any]:
+        state = dict(self._done)
+        for name in self._order:
+            state[name] = self._members[name].snapshot()
+        return state
+
+    def close(self) -> None:
+        for name in self._order:
+            self._members[name].close()
+
+
 class PipelineSource(FixedPartitionedSource[Item, Any]):
-    def __init__(self, cfg: PipelineConfig) -> None:
+    """One partition per configured live or replay source, named ``<index>-<venue>``;
+    sources that may deliver the same venue:symbol share one (``a+b``, flows/cluster.py).
+
+    In a cluster every process lists only the partitions it owns (the *k*-th goes to
+    process *k mod N*): Bytewax makes a partition's primary worker one of the workers that
+    list it, so each source is read, and its symbols processed, in its own process,
+    whatever the names (Bytewax would otherwise hand partitions out by sorted name to the
+    least-loaded worker of the whole cluster)."""
+
+    def __init__(self, cfg: PipelineConfig, place: Place = SINGLE) -> None:
         self.sources = {
             f"{i}-{src.venue}": src for i, src in enumerate(cfg.sources) if src.mode != "kafka"
         }
+        names = list(self.sources)
+        groups = source_groups([(s.venue, s.symbols) for s in self.sources.values()])
+        self.groups = {
+            "+".join(names[i] for i in group): [names[i] for i in group] for group in groups
+        }
+        self.local = [name for k, name in enumerate(self.groups) if place.owns(k)]
 
     def list_parts(self) -> list[str]:
-        return list(self.sources)
+        return list(self.local)
 
     def build_part(
         self, step_id: str, for_part: str, resume_state: Any
     ) -> StatefulSourcePartition[Item, Any]:
-        src = self.sources[for_part]
+        members = self.groups[for_part]
+        if len(members) == 1:
+            return self._source(members[0], resume_state)
+        resume = resume_state if isinstance(resume_state, dict) else {}
+        return _GroupPartition({name: self._source(name, resume.get(name)) for name in members})
+
+    def _source(self, name: str, resume_state: Any) -> StatefulSourcePartition[Item, Any]:
+        src = self.sources[name]
         if src.mode == "replay":
-            return _ReplayPartition(for_part, src, resume_state)
-        return _LivePartition(for_part, src)
+            return _ReplayPartition(name, src, resume_state)
+        return _LivePartition(name, src)
 
 
 class _MemoryPartition(StatefulSourcePartition[Item, int]):
@@ -214,18 +293,19 @@ class MemorySource(FixedPartitionedSource[Item, int]):
         return _MemoryPartition(self.parts[for_part], self.batch_size, resume_state)
 
 
-def source_for(cfg: PipelineConfig) -> PipelineSource:
-    return PipelineSource(cfg)
+def source_for(cfg: PipelineConfig, place: Place = SINGLE) -> PipelineSource:
+    return PipelineSource(cfg, place)
 
 
-def pipeline_input(flow: Dataflow, cfg: PipelineConfig, source: Source[Any] | None = None) -> Any:
-    """The stream of RawFrames and status dicts: the configured sources (or ``source``
-    instead), merged with the raw topics of ``mode: kafka`` sources (stage 2)."""
+def start_run() -> None:
     CUT_SHORT.clear()  # a new run: nothing of it was stopped yet
-    kafka = kafka_inputs(cfg) if source is None else {}
+
+
+def kafka_frames(flow: Dataflow, cfg: PipelineConfig) -> Stream[Any] | None:
+    """RawFrames and status dicts of the raw topics of ``mode: kafka`` sources (stage 2),
+    None without such sources."""
+    kafka = kafka_inputs(cfg)
     streams: list[Stream[Any]] = []
-    if source is not None or any(src.mode != "kafka" for src in cfg.sources):
-        streams.append(op.input("input", flow, source if source is not None else source_for(cfg)))
     groups: dict[str, dict[str, tuple[str, KafkaInput]]] = {}
     for topic, (venue, kin) in kafka.items():  # one Bytewax input per consumer setting
         settings = kin.model_dump_json(exclude={"topic", "topic_prefix"})
@@ -234,6 +314,8 @@ def pipeline_input(flow: Dataflow, cfg: PipelineConfig, source: Source[Any] | No
         step = "kafka_input" if i == 0 else f"kafka_input_{i}"
         messages = op.input(step, flow, _kafka_source(topics))
         streams.append(op.flat_map_batch(f"{step}_frames", messages, _kafka_items(topics)))
+    if not streams:
+        return None
     return streams[0] if len(streams) == 1 else op.merge("inputs", *streams)
 
 

@@ -1,9 +1,20 @@
 """Bytewax sinks around the engine-free writers in ``sinks/``.
 
-Every writer gets a single partition, so exactly one worker owns each file
-(items are routed to it); writers flush per batch, so a hard stop loses at
-most the batch in flight. Writers opened in this process are tracked so the
-runner can close them if the engine is interrupted.
+Where a record is written decides whether it crosses workers; per sink type:
+
+- per worker (``DynamicSink``: each worker its own writer, nothing routed): ``null``,
+  ``redis`` and the metrics counter;
+- per process (``ProcessSink``: partitions listed only by the process whose sources they
+  are named after, so records stay in it): ``kafka``, whose writer must make everything
+  durable at each epoch's end (a stateful partition's snapshot) before recovery moves on;
+- one writer for the whole cluster (``WriterSink``: a single partition, every record is
+  routed to its worker): files (``jsonl``, ``parquet``, ``recorder``: one writer per
+  file), the terminal (``stdout``, ``console``) and ``websocket`` (one server address).
+  In a cluster, these records cross processes (pickled).
+
+Writers flush per batch, so a hard stop loses at most the batch in flight. Writers
+opened in this process are tracked so the runner can close them if the engine is
+interrupted.
 """
 
 from __future__ import annotations
@@ -30,6 +41,7 @@ from candlewax.config import RedisSink as RedisSinkConfig
 from candlewax.config import StdoutSink as StdoutSinkConfig
 from candlewax.config import WebsocketSink as WebsocketSinkConfig
 from candlewax.metrics import SINK_DROPS, SINK_ERRORS, observe_records
+from flows.cluster import SINGLE, Place
 from flows.threadstate import pin_thread_state
 from sinks.base import SinkError
 from sinks.console import ConsoleSink
@@ -78,13 +90,13 @@ class NullWriter:
         pass
 
 
-class _WriterPartition(StatefulSinkPartition[Any, None]):
+class _Writing:
     def __init__(self, name: str, writer: Any) -> None:
         self.name = name
         self.writer = writer
         OPEN_WRITERS.append(writer)
 
-    def write_batch(self, values: list[Any]) -> None:
+    def _write(self, values: list[Any]) -> None:
         try:
             self.writer.write_batch(values)
         except SinkError:
@@ -103,6 +115,16 @@ class _WriterPartition(StatefulSinkPartition[Any, None]):
                 SINK_DROPS.labels(self.name).inc()
                 log.error("sink %s refused a record: %s", self.name, exc)
 
+    def close(self) -> None:
+        self.writer.close()
+        if self.writer in OPEN_WRITERS:
+            OPEN_WRITERS.remove(self.writer)
+
+
+class _WriterPartition(_Writing, StatefulSinkPartition[Any, None]):
+    def write_batch(self, values: list[Any]) -> None:
+        self._write(values)
+
     def snapshot(self) -> None:
         # Epoch end: writers that buffer (Kafka) make everything so far durable before
         # the engine keeps the epoch's snapshot, so recovery never skips a record.
@@ -111,10 +133,10 @@ class _WriterPartition(StatefulSinkPartition[Any, None]):
             checkpoint()
         return None
 
-    def close(self) -> None:
-        self.writer.close()
-        if self.writer in OPEN_WRITERS:
-            OPEN_WRITERS.remove(self.writer)
+
+class _WorkerPartition(_Writing, StatelessSinkPartition[Any]):
+    def write_batch(self, items: list[Any]) -> None:
+        self._write([value for _, value in items])  # a dynamic sink gets (key, value)
 
 
 class WriterSink(FixedPartitionedSink[Any, None]):
@@ -132,6 +154,74 @@ class WriterSink(FixedPartitionedSink[Any, None]):
 
     def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPartition:
         return _WriterPartition(self.name, self.make())
+
+
+class _Lazy:
+    """A writer opened at its first batch: a process with several partitions of one
+    ``ProcessSink`` writes through the first only, and the others open nothing."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self.make = make
+        self.writer: Any = None
+
+    def write_batch(self, values: list[Any]) -> None:
+        if self.writer is None:
+            self.writer = self.make()
+        self.writer.write_batch(values)
+
+    def checkpoint(self) -> None:
+        if self.writer is not None and hasattr(self.writer, "checkpoint"):
+            self.writer.checkpoint()
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+class ProcessSink(FixedPartitionedSink[Any, None]):
+    """Records written by the process that made them, through a stateful partition (its
+    snapshot is the epoch-end checkpoint).
+
+    One partition per source partition, ``<name>@<source partition>``: names that do not
+    depend on the number of processes, so a recovery store resumes on a rescaled cluster.
+    Each process lists the partitions of its own sources (Bytewax makes one of its
+    workers their primary) and ``part_fn``, called where the record is, names the first
+    of them. (A process with no source of its own writes through ``name``, on process 0:
+    the records of ``mode: kafka`` sources, keyed, go there anyway.)"""
+
+    def __init__(self, name: str, make: Callable[[], Any], parts: list[str], place: Place) -> None:
+        self.name = name
+        self.make = make
+        named = [f"{name}@{part}" for part in parts]
+        own = [p for k, p in enumerate(named) if place.owns(k)]
+        # Also ``name`` alone, on process 0: the one partition of a flow without fused
+        # sources (stage 2), and of stores written before there were several.
+        self.own = own + ([name] if place.index == 0 else [])
+        # Bytewax indexes part_fn's answer into the sorted names of every partition.
+        self.index = sorted([*named, name]).index(own[0] if own else name)
+
+    def list_parts(self) -> list[str]:
+        return list(self.own)
+
+    def part_fn(self, item_key: str) -> int:
+        return self.index
+
+    def build_part(self, step_id: str, for_part: str, resume_state: None) -> _WriterPartition:
+        return _WriterPartition(self.name, _Lazy(self.make))
+
+
+class WorkerSink(DynamicSink[Any]):
+    """A writer on every worker; records are written where they are made."""
+
+    def __init__(self, name: str, make: Callable[[], Any]) -> None:
+        self.name = name
+        self.make = make
+
+    def build(self, step_id: str, worker_index: int, worker_count: int) -> _WorkerPartition:
+        return _WorkerPartition(self.name, self.make())
+
+
+AnySink = WriterSink | ProcessSink | WorkerSink
 
 
 def _writer_factory(name: str, sink: SinkConfig) -> Callable[[], Any]:
@@ -158,16 +248,25 @@ def _writer_factory(name: str, sink: SinkConfig) -> Callable[[], Any]:
     return lambda: Recorder(sink.path)
 
 
-def sinks_for(cfg: PipelineConfig) -> list[tuple[str, WriterSink, str]]:
-    """(step name, sink, input kind) per configured sink; kind "frames" or "records"."""
-    out: list[tuple[str, WriterSink, str]] = []
+def sinks_for(
+    cfg: PipelineConfig, place: Place = SINGLE, parts: list[str] | None = None
+) -> list[tuple[str, AnySink, str]]:
+    """(step name, sink, input kind) per configured sink; kind "frames" or "records";
+    ``parts``: the source partitions of the cluster, in order (per-process sinks have
+    one partition each)."""
+    parts = parts or []
+    out: list[tuple[str, AnySink, str]] = []
     for i, sink in enumerate(cfg.sinks):
         name = f"sink_{i}_{sink.type}"
         if isinstance(sink, KafkaSinkConfig):
-            out.extend(_kafka_sinks(name, sink, cfg))
+            out.extend(_kafka_sinks(name, sink, cfg, place, parts))
             continue
         kind = "frames" if isinstance(sink, RecorderSinkConfig) else "records"
-        out.append((name, WriterSink(name, _writer_factory(name, sink)), kind))
+        make = _writer_factory(name, sink)
+        if isinstance(sink, NullSinkConfig | RedisSinkConfig):
+            out.append((name, WorkerSink(name, make), kind))
+        else:
+            out.append((name, WriterSink(name, make), kind))
         if isinstance(sink, WebsocketSinkConfig) and sink.raw:
             out.append((f"{name}_raw", _raw_frames_sink(f"{name}_raw", sink), "frames"))
     return out
@@ -181,17 +280,19 @@ def _raw_frames_sink(name: str, sink: WebsocketSinkConfig) -> WriterSink:
 
 
 def _kafka_sinks(
-    name: str, sink: KafkaSinkConfig, cfg: PipelineConfig
-) -> list[tuple[str, WriterSink, str]]:
+    name: str, sink: KafkaSinkConfig, cfg: PipelineConfig, place: Place, parts: list[str]
+) -> list[tuple[str, AnySink, str]]:
     """Records to the normalized topics; raw frames (unless read from Kafka) to raw topics."""
     from sinks.kafka import KafkaRawSink, KafkaRecordSink
 
     venues = sorted({src.venue for src in cfg.sources})
-    out = [(name, WriterSink(name, lambda: KafkaRecordSink(sink, venues)), "records")]
+    records = ProcessSink(name, lambda: KafkaRecordSink(sink, venues), parts, place)
+    out: list[tuple[str, AnySink, str]] = [(name, records, "records")]
     raw = sink.raw if sink.raw is not None else all(src.mode != "kafka" for src in cfg.sources)
     if raw:
         raw_name = f"{name}_raw"
-        out.append((raw_name, WriterSink(raw_name, lambda: KafkaRawSink(sink, venues)), "frames"))
+        raw_sink = ProcessSink(raw_name, lambda: KafkaRawSink(sink, venues), parts, place)
+        out.append((raw_name, raw_sink, "frames"))
     return out
 
 

@@ -1,15 +1,19 @@
 """YAML config -> Bytewax dataflow. The only module that wires the engine.
 
-Topology (keys are "venue:symbol"):
+Topology of live and replay sources (fused: nothing is keyed or routed):
 
-    frames ──normalize──► trades ─dedupe─► trades out ─ohlcv─► bars, late
-                     ├──► depth msgs ─book─► book, bbo, status
-                     └──► bbo (ticker), status, dead letters
-    frames ──(recorder sink, raw)
+    source partition (one configured source, its symbols) ──► records ──► sinks
+      frames ─normalize─► per "venue:symbol" (operators/symbol_pipeline.py):
+                          trades ─dedupe─► trades out ─ohlcv─► bars, late
+                          depth msgs ─book─► book, bbo, status
+                          bbo (ticker), status, dead letters pass through
+      (+ ("frame", (frame, symbol)) items when a sink takes raw frames)
 
-Every stateful step is a ``stateful_batch`` over an engine-free object from
-``operators/``, so a key's whole batch is processed in one call and items
-crossing workers stay small (dicts of str/int, NamedTuples).
+Kafka raw-topic sources (``mode: kafka``, stage 2) have one partition per Kafka
+partition, not per symbol: their frames take the keyed path, a ``stateful_batch`` per
+step (dedupe, ohlcv, book) over the same operators, keyed by "venue:symbol".
+
+Sinks: flows/outputs.py (per worker where no file needs a single writer).
 """
 
 from __future__ import annotations
@@ -19,16 +23,21 @@ from typing import Any
 
 import bytewax.operators as op
 from bytewax.dataflow import Dataflow, Stream
-from bytewax.inputs import Source
+from bytewax.inputs import DynamicSource, FixedPartitionedSource, Source
 
 from candlewax.config import PipelineConfig, resolve_callable
 from candlewax.metrics import count_frames_from
 from candlewax.schema import CHANNEL_OF_TYPE, make_dead_letter
-from flows.inputs import pipeline_input
+from flows.cluster import SINGLE, Place
+from flows.fused import FusedDynamicSource, FusedSource
+from flows.inputs import PipelineSource, kafka_frames, source_for, start_run
 from flows.outputs import MetricsSink, sinks_for
 from flows.stateful import book_logic, dedupe_logic, ohlcv_logic
+from operators.book import BookKeeper
 from operators.events import DepthMsg
 from operators.normalize import Normalizer
+from operators.ohlcv import BarBuilder
+from operators.symbol_pipeline import PipelineSettings, RecordOps, SymbolPipelines
 from sources.frames import RawFrame
 from sources.registry import make_parser
 
@@ -49,12 +58,105 @@ def build_normalizer(cfg: PipelineConfig) -> Normalizer:
     return Normalizer(parsers)
 
 
-def build_flow(cfg: PipelineConfig, source: Source[Any] | None = None) -> Dataflow:
-    """The dataflow of ``cfg``; ``source`` replaces the configured sources (benchmarks,
-    tests feeding frames from memory) and must yield what they do: RawFrames and dicts."""
+def pipeline_settings(cfg: PipelineConfig) -> PipelineSettings:
+    """The per-symbol steps of ``cfg`` (operators/symbol_pipeline.py)."""
+    ops = cfg.operators
+    ocfg, bcfg = ops.ohlcv, ops.book
+    wall_clock = ocfg.wall_clock_close if ocfg.wall_clock_close is not None else cfg.live
+    partial_us = 1_000_000 if ocfg.partial_updates else 0
+
+    def make_bars(venue: str, symbol: str) -> BarBuilder:
+        return BarBuilder(
+            venue,
+            symbol,
+            ocfg.intervals,
+            lateness_us=ocfg.lateness_ms * 1000,
+            fill_empty=ocfg.fill_empty,
+            partial_every_us=partial_us,
+        )
+
+    def make_book(venue: str, symbol: str) -> BookKeeper:
+        return BookKeeper(
+            venue,
+            symbol,
+            depth=bcfg.depth,
+            emit_interval_us=bcfg.emit_interval_ms * 1000,
+            emit_bbo=bcfg.bbo,
+        )
+
+    return PipelineSettings(
+        dedupe_capacity=ops.dedupe.capacity if ops.dedupe.enabled else None,
+        make_bars=make_bars if ocfg.enabled else None,
+        make_book=make_book if bcfg.enabled else None,
+        book_timers=cfg.live,
+        wall_clock_close=wall_clock,
+        partial_bars=bool(partial_us),
+        resumable=cfg.recovery is not None,
+        trade_ops=_record_ops(cfg, "trades"),
+        bar_ops=_record_ops(cfg, "bars"),
+        book_ops=_record_ops(cfg, "book"),
+    )
+
+
+def build_flow(
+    cfg: PipelineConfig, source: Source[Any] | None = None, place: Place = SINGLE
+) -> Dataflow:
+    """The dataflow of ``cfg`` as process ``place`` of its cluster runs it; ``source``
+    replaces the configured sources (benchmarks, tests feeding frames from memory) and
+    must yield what they do: RawFrames and dicts."""
     flow = Dataflow(cfg.name)
-    raw = pipeline_input(flow, cfg, source)
+    start_run()
     normalizer = build_normalizer(cfg)
+    sinks = sinks_for(cfg, place, list(PipelineSource(cfg).groups))
+    with_frames = any(kind == "frames" for _, _, kind in sinks)
+    records: list[Stream[KeyedItem]] = []
+    frames: list[Stream[KeyedItem]] = []
+
+    if source is not None or any(src.mode != "kafka" for src in cfg.sources):
+        settings = pipeline_settings(cfg)
+        symbol_of = _symbol_of(normalizer) if with_frames else None
+
+        def make() -> SymbolPipelines:
+            return SymbolPipelines(normalizer, settings, symbol_of)
+
+        inner = source if source is not None else source_for(cfg, place)
+        fused: Source[Any]
+        if isinstance(inner, DynamicSource):
+            fused = FusedDynamicSource(inner, make)
+        else:
+            assert isinstance(inner, FixedPartitionedSource)
+            fused = FusedSource(inner, make)
+        out: Stream[KeyedItem] = op.input("input", flow, fused)
+        if with_frames:
+            is_frame = op.branch("is_frame", out, lambda kv: kv[0] == "frame")
+            frames.append(is_frame.trues)
+            out = is_frame.falses
+        records.append(out)
+
+    raw = kafka_frames(flow, cfg) if source is None else None
+    if raw is not None:
+        records.append(_keyed_path(cfg, normalizer, raw))
+        if with_frames:
+            kafka_recorded = op.flat_map_batch("frames", raw, _frames_only)
+            frames.append(op.map("recorder_items", kafka_recorded, _recorder_item(normalizer)))
+
+    merged = records[0] if len(records) == 1 else op.merge("all_records", *records)
+    op.output("metrics", merged, MetricsSink())
+    count_frames_from(lambda: {v: c.frames for v, c in normalizer.stats.items()})
+    recorded: Stream[KeyedItem] | None = None
+    if frames:
+        recorded = frames[0] if len(frames) == 1 else op.merge("all_frames", *frames)
+    for name, sink, stream_kind in sinks:
+        if stream_kind == "frames":
+            assert recorded is not None
+            op.output(name, recorded, sink)
+        else:
+            op.output(name, merged, sink)
+    return flow
+
+
+def _keyed_path(cfg: PipelineConfig, normalizer: Normalizer, raw: Stream[Any]) -> Stream[KeyedItem]:
+    """Frames of Kafka raw topics: normalized, then one keyed ``stateful_batch`` per step."""
     items: Stream[KeyedItem] = op.flat_map_batch("normalize", raw, _normalize_batch(normalizer))
     is_depth = op.branch("is_depth", items, lambda kv: isinstance(kv[1], DepthMsg))
     records = is_depth.falses
@@ -78,20 +180,7 @@ def build_flow(cfg: PipelineConfig, source: Source[Any] | None = None) -> Datafl
         book = book_logic(cfg.operators.book, cfg.live, durable=cfg.recovery is not None)
         book_out = op.stateful_batch("book", is_depth.trues, book)
         outputs.append(_user_ops(cfg, "book", book_out))
-
-    merged = op.merge("all_records", *outputs)
-    op.output("metrics", merged, MetricsSink())
-    count_frames_from(lambda: {v: c.frames for v, c in normalizer.stats.items()})
-    recorded: Stream[tuple[str, tuple[RawFrame, str | None]]] | None = None
-    for name, sink, stream_kind in sinks_for(cfg):
-        if stream_kind == "frames":
-            if recorded is None:
-                frames = op.flat_map_batch("frames", raw, _frames_only)
-                recorded = op.map("recorder_items", frames, _recorder_item(normalizer))
-            op.output(name, recorded, sink)
-        else:
-            op.output(name, merged, sink)
-    return flow
+    return op.merge("keyed_records", *outputs)
 
 
 def _normalize_batch(normalizer: Normalizer) -> Callable[[list[Any]], list[KeyedItem]]:
@@ -114,11 +203,19 @@ def _frames_only(batch: list[Any]) -> list[RawFrame]:
     return [item for item in batch if isinstance(item, RawFrame)]
 
 
-def _recorder_item(normalizer: Normalizer) -> Any:
-    def item(frame: RawFrame) -> tuple[str, tuple[RawFrame, str | None]]:
+def _symbol_of(normalizer: Normalizer) -> Callable[[RawFrame], str | None]:
+    def symbol_of(frame: RawFrame) -> str | None:
         parser = normalizer.parsers.get(frame.venue)
-        symbol = parser.symbol_of(frame) if parser is not None else None
-        return ("recorder", (frame, symbol))
+        return parser.symbol_of(frame) if parser is not None else None
+
+    return symbol_of
+
+
+def _recorder_item(normalizer: Normalizer) -> Any:
+    symbol_of = _symbol_of(normalizer)
+
+    def item(frame: RawFrame) -> tuple[str, tuple[RawFrame, str | None]]:
+        return ("frame", (frame, symbol_of(frame)))
 
     return item
 
@@ -128,6 +225,21 @@ def _user_ops(cfg: PipelineConfig, channel: str, stream: Stream[KeyedItem]) -> S
         if channel in user.channels:
             stream = op.flat_map(f"user_{channel}_{i}", stream, _user_step(user.path))
     return stream
+
+
+def _record_ops(cfg: PipelineConfig, channel: str) -> RecordOps | None:
+    """The user operators of ``channel`` as one call over a key's records (the fused
+    path runs them where the keyed path's flat_maps stood: trades before OHLCV)."""
+    steps = [_user_step(u.path) for u in cfg.operators.user if channel in u.channels]
+    if not steps:
+        return None
+
+    def run(key: str, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        for step in steps:
+            records = [out for record in records for _, out in step((key, record))]
+        return records
+
+    return run
 
 
 def _user_step(path: str) -> Any:

@@ -11,6 +11,7 @@ import pytest
 from flow_helpers import BTC_SPOT, ETH_SPOT, OKX_V5
 from golden_outputs import CAPTURES, load_manifest
 
+from candlewax.bench_cmd import bench_config, capture_symbols
 from candlewax.cli import main
 from flows.bench_run import owned
 from sources.replay import read_capture
@@ -87,9 +88,21 @@ def test_text_output(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_captures_are_spread_by_index() -> None:
-    assert owned(5, 0, 2) == [0, 2, 4]
-    assert owned(5, 1, 2) == [1, 3]
-    assert owned(1, 1, 2) == []
+    # (A capture's symbols are listed, as the bench lists them; see the next test.)
+    five = bench_config([OKX_V5] * 5, "okx", "1m", [[f"{c}/USDT"] for c in "ABCDE"])
+    assert owned(five, 0, 2) == [0, 2, 4]
+    assert owned(five, 1, 2) == [1, 3]
+    one = bench_config([OKX_V5], "okx", "1m", [["A/USDT"]])
+    assert owned(one, 1, 2) == []
+
+
+def test_captures_that_may_share_a_symbol_are_read_together() -> None:
+    cfg = bench_config([OKX_V5] * 3, "okx", "1m", [["A/USDT"], ["B/USDT"], ["A/USDT"]])
+    assert owned(cfg, 0, 2) == [0, 2]
+    assert owned(cfg, 1, 2) == [1]
+    assert capture_symbols(bench_config([OKX_V5], "okx", "1m")) == [
+        ["BTC/USD:BTC-220527", "BTC/USDT", "UNI/USD:UNI"]
+    ]
 
 
 def test_missing_capture_is_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
