@@ -451,7 +451,8 @@ class BookKeeper:
     def _emit(self, out: list[dict[str, Any]]) -> None:
         if self.emit_bbo and self._bbo_check:
             self._bbo_check = False
-            bbo = (self.book.best_bid(), self.book.best_ask())
+            book = self.book
+            bbo = (book.bids.best(), book.asks.best())
             if bbo != self._last_bbo:
                 self._last_bbo = bbo
                 ts_exchange, ts_ingest = self._ts

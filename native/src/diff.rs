@@ -112,6 +112,7 @@ fn parse_list(
         .downcast::<PyList>()
         .map_err(|_| NotRepresentable::new_err("depth levels that are not a list"))?;
     let ptr = list.as_ptr();
+    out.reserve(list.len());
     for i in 0..list.len() {
         // SAFETY: the GIL is held, i < len, and nothing runs Python code that could
         // change the list before the levels are applied (strings have no __del__).
@@ -168,19 +169,26 @@ fn apply_side(py: Python<'_>, side: &mut NativeSide, changes: &[Change], n: usiz
     let descending = side.descending;
     let mut top = false;
     for change in changes {
-        let changed = if change.zero {
-            side.levels.remove(&change.key).is_some()
+        let old = if change.zero {
+            side.levels.remove(&change.key)
         } else {
-            // SAFETY: borrowed pointers to exact str objects alive for this call.
+            // SAFETY: borrowed pointers to str objects alive for this call.
             let (price, size) = unsafe {
                 (
                     Bound::from_borrowed_ptr(py, change.price).downcast_into_unchecked::<PyString>(),
                     Bound::from_borrowed_ptr(py, change.size).downcast_into_unchecked::<PyString>(),
                 )
             };
-            side.levels.insert(change.key, (price.unbind(), size.unbind()));
-            true
+            side.levels.insert(change.key, (price.unbind(), size.unbind()))
         };
+        let changed = !change.zero || old.is_some();
+        if let Some((price, size)) = old {
+            // The GIL is held: release directly (Py's Drop first asks a thread-local).
+            unsafe {
+                ffi::Py_DecRef(price.into_ptr());
+                ffi::Py_DecRef(size.into_ptr());
+            }
+        }
         if changed && !top && n > 0 {
             top = match threshold {
                 None => true,
