@@ -5,6 +5,7 @@ Run from the repository root::
 
     .venv/bin/python bench/ohlcv.py             # 7 rounds
     .venv/bin/python bench/ohlcv.py --repeat 15
+    .venv/bin/python bench/ohlcv.py --dedupe   # Deduper + BarBuilder today vs 387c34a
 
 Input: the trades of the two bundled hftbacktest Binance spot captures (BTCUSDT and
 ETHUSDT, 15,863 trades), one builder per symbol with intervals 1s and 1m, fed in
@@ -17,6 +18,13 @@ Each round times the variants round-robin in the same process (drift on a shared
 machine hits all alike) and keeps the best CPU time (``time.process_time``). Before
 timing, every variant's output must equal the baseline's record for record, or the
 script exits non-zero.
+
+``--dedupe``: what the pipeline does per trade, Deduper then BarBuilder (1s and 1m, 2 s
+lateness: the defaults of the bench pipeline), today against commit 387c34a (both
+loaded from git next to each other), on the trades of both captures merged by receive
+time: one trade at a time (``seen`` + ``on_trades([trade])``) and in lists per key as
+``stateful_batch`` hands them (the trades of 128 consecutive frames grouped by symbol,
+``filter`` + ``on_trades``). Best CPU time of the rounds; outputs must be equal.
 """
 
 from __future__ import annotations
@@ -35,8 +43,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from bench import ohlcv_baseline  # noqa: E402
+from bench.baseline_at import load_at  # noqa: E402
 from candlewax.schema import make_trade  # noqa: E402
-from operators import ohlcv  # noqa: E402
+from operators import dedupe, ohlcv  # noqa: E402
 
 CAPTURES = {
     "BTC/USDT": ROOT / "fixtures/captures/binance/hftbacktest_spot_btcusdt_20240808.txt.gz",
@@ -98,10 +107,95 @@ def run(
     return out
 
 
+DEDUPE_BASE = "387c34a"  # Deduper and BarBuilder before issue 8 levers 1 and 4
+DEDUPE_OPTIONS = {"lateness_us": 2_000_000}
+
+
+def per_trade(dedupe_module: Any, ohlcv_module: Any, stream: list[Record]) -> list[Record]:
+    """One trade at a time, as a per-frame loop hands them."""
+    dedupers: dict[str, Any] = {}
+    builders: dict[str, Any] = {}
+    out: list[Record] = []
+    for trade in stream:
+        symbol = trade["symbol"]
+        deduper = dedupers.get(symbol)
+        if deduper is None:
+            deduper = dedupers[symbol] = dedupe_module.Deduper()
+            builders[symbol] = ohlcv_module.BarBuilder(
+                "binance", symbol, INTERVALS, **DEDUPE_OPTIONS
+            )
+        if not deduper.seen(trade["trade_id"]):
+            out += builders[symbol].on_trades([trade], trade["ts_ingest"])
+    return out
+
+
+def per_list(
+    dedupe_module: Any, ohlcv_module: Any, batches: list[list[list[Record]]]
+) -> list[Record]:
+    """Lists per key, as stateful_batch hands them."""
+    dedupers: dict[str, Any] = {}
+    builders: dict[str, Any] = {}
+    out: list[Record] = []
+    for batch in batches:
+        for trades in batch:
+            symbol = trades[0]["symbol"]
+            deduper = dedupers.get(symbol)
+            if deduper is None:
+                deduper = dedupers[symbol] = dedupe_module.Deduper()
+                builders[symbol] = ohlcv_module.BarBuilder(
+                    "binance", symbol, INTERVALS, **DEDUPE_OPTIONS
+                )
+            out += builders[symbol].on_trades(deduper.filter(trades), trades[-1]["ts_ingest"])
+    return out
+
+
+def dedupe_main(repeat: int) -> int:
+    old_dedupe = load_at(DEDUPE_BASE, "operators/dedupe.py")
+    old_ohlcv = load_at(DEDUPE_BASE, "operators/ohlcv.py")
+    if old_dedupe is None or old_ohlcv is None:
+        return 1
+    trades = load_trades()
+    stream = sorted((t for rows in trades.values() for t in rows), key=lambda t: t["ts_ingest"])
+    # Frames of a capture carry one trade each: 128 frames' trades, grouped by symbol.
+    batches = []
+    for i in range(0, len(stream), BATCH):
+        groups: dict[str, list[Record]] = {}
+        for trade in stream[i : i + BATCH]:
+            groups.setdefault(trade["symbol"], []).append(trade)
+        batches.append(list(groups.values()))
+    versions = {DEDUPE_BASE: (old_dedupe, old_ohlcv), "today": (dedupe, ohlcv)}
+    runs: dict[str, Callable[[Any, Any], list[Record]]] = {
+        "one trade at a time": lambda d, o: per_trade(d, o, stream),
+        "lists per key": lambda d, o: per_list(d, o, batches),
+    }
+    failed = False
+    for mode, run_mode in runs.items():
+        outputs = {name: orjson.dumps(run_mode(*mods)) for name, mods in versions.items()}
+        if outputs["today"] != outputs[DEDUPE_BASE]:
+            print(f"FAIL {mode}: today's output differs from {DEDUPE_BASE}'s")
+            failed = True
+        best = dict.fromkeys(versions, float("inf"))
+        for _ in range(repeat):
+            for name, mods in versions.items():
+                started = time.process_time()
+                run_mode(*mods)
+                best[name] = min(best[name], time.process_time() - started)
+        for name, seconds in best.items():
+            print(
+                f"dedupe + ohlcv, {mode:20s} {name:8s} {seconds / len(stream) * 1e6:5.2f} us/trade"
+                f"  x{best[DEDUPE_BASE] / seconds:4.2f} vs {DEDUPE_BASE}"
+            )
+    print(f"({len(stream)} trades, intervals {','.join(INTERVALS)}, {DEDUPE_OPTIONS})")
+    return 1 if failed else 0
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeat", type=int, default=7, help="rounds (best CPU time is kept)")
+    parser.add_argument("--dedupe", action="store_true", help="Deduper + BarBuilder vs 387c34a")
     args = parser.parse_args()
+    if args.dedupe:
+        return dedupe_main(args.repeat)
     trades = load_trades()
     count = sum(map(len, trades.values()))
     print(f"{count} trades ({', '.join(f'{s}: {len(t)}' for s, t in trades.items())})")

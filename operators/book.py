@@ -28,7 +28,19 @@ from candlewax import resync
 from candlewax.schema import make_bbo, make_book, make_status
 from candlewax.symbols import to_native
 from operators.book_side import BookSide, Level, is_zero_size, reusable
-from operators.book_sides import NotRepresentable, Side, new_side, to_python
+from operators.book_sides import (
+    ALL_CHANGED,
+    ASK_BEST,
+    ASK_TOP,
+    BID_BEST,
+    BID_TOP,
+    NotRepresentable,
+    Side,
+    apply_diff,
+    is_native,
+    new_side,
+    to_python,
+)
 from operators.checksum import OKX_DEPTH, okx_checksum
 from operators.events import DepthMsg
 
@@ -44,49 +56,90 @@ class OrderBook:
 
     Sides are native where built (operators.book_sides); a level the native side
     cannot hold exactly moves that side to the pure-Python one before anything
-    is applied."""
+    is applied.
 
-    __slots__ = ("asks", "bids")
+    ``depth`` is the top-N its owner emits: ``apply`` reports whether a diff changed
+    a side's best level or its top ``depth`` (book_sides flags), and ``top(depth)``
+    hands out copies of lists kept until a change reaches the top ``depth``."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_native", "_top_asks", "_top_bids", "asks", "bids", "depth")
+
+    def __init__(self, depth: int = 0) -> None:
+        self.depth = depth
         self.bids: Side = new_side(descending=True)
         self.asks: Side = new_side(descending=False)
+        self._sides_changed()
 
-    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
+    def _sides_changed(self) -> None:
+        self._native = apply_diff is not None and is_native(self.bids) and is_native(self.asks)
+        self._top_bids: list[Level] | None = None  # top(depth) of each side, while valid
+        self._top_asks: list[Level] | None = None
+
+    def apply(self, bids: Iterable[Level], asks: Iterable[Level]) -> int:
+        """Apply one diff (absolute sizes, bids then asks); returns the book_sides flags
+        of what changed (ALL_CHANGED where the sides cannot tell)."""
+        if self._native:
+            try:
+                changed: int = apply_diff(self.bids, self.asks, bids, asks, self.depth)  # type: ignore[arg-type]
+            except NotRepresentable:  # nothing was applied: side by side, with fallbacks
+                return self._apply_sides(bids, asks)
+            if changed & BID_TOP:
+                self._top_bids = None
+            if changed & ASK_TOP:
+                self._top_asks = None
+            return changed
+        return self._apply_sides(bids, asks)
+
+    def _apply_sides(self, bids: Iterable[Level], asks: Iterable[Level]) -> int:
         bids, asks = reusable(bids), reusable(asks)  # a fallback goes over them again
+        self._top_bids = self._top_asks = None
         try:
             self.bids.update(bids)
         except NotRepresentable:
             self.bids = to_python(self.bids)
+            self._sides_changed()
             self.bids.update(bids)
         try:
             self.asks.update(asks)
         except NotRepresentable:
             self.asks = to_python(self.asks)
+            self._sides_changed()
             self.asks.update(asks)
+        return ALL_CHANGED
 
     def replace(self, bids: Iterable[Level], asks: Iterable[Level]) -> None:
         # A snapshot starts afresh: a side that fell back may go native again.
         bids, asks = reusable(bids), reusable(asks)
         self.bids = new_side(descending=True)
         self.asks = new_side(descending=False)
+        self._sides_changed()
         try:
             self.bids.replace(bids)
         except NotRepresentable:
             self.bids = BookSide(descending=True)
+            self._sides_changed()
             self.bids.replace(bids)
         try:
             self.asks.replace(asks)
         except NotRepresentable:
             self.asks = BookSide(descending=False)
+            self._sides_changed()
             self.asks.replace(asks)
 
     def clear(self) -> None:
         self.bids.clear()
         self.asks.clear()
+        self._top_bids = self._top_asks = None
 
     def top(self, n: int) -> tuple[list[Level], list[Level]]:
-        return self.bids.top(n), self.asks.top(n)
+        if n != self.depth or n <= 0:
+            return self.bids.top(n), self.asks.top(n)
+        bids, asks = self._top_bids, self._top_asks
+        if bids is None:
+            bids = self._top_bids = self.bids.top(n)
+        if asks is None:
+            asks = self._top_asks = self.asks.top(n)
+        return list(bids), list(asks)  # copies: the records own their lists
 
     def best_bid(self) -> Level | None:
         return self.bids.best()
@@ -97,11 +150,13 @@ class OrderBook:
     def __len__(self) -> int:
         return len(self.bids) + len(self.asks)
 
-    # Pickle as plain text lists, best first (a native side is rebuilt on restore).
+    # Pickle as plain text lists, best first (a native side is rebuilt on restore);
+    # the owner sets ``depth`` again (BookKeeper.__setstate__).
     def __getstate__(self) -> tuple[list[Level], list[Level]]:
         return self.bids.top(len(self.bids)), self.asks.top(len(self.asks))
 
     def __setstate__(self, state: tuple[list[Level], list[Level]]) -> None:
+        self.depth = 0
         self.replace(*state)
 
 
@@ -140,7 +195,7 @@ class BookKeeper:
         self.emit_interval_us = emit_interval_us
         self.emit_bbo = emit_bbo
         self.rule = _RULES.get(venue, "plain")
-        self.book = OrderBook()
+        self.book = OrderBook(depth)
         self.synced = False
         self.last_id: int | None = None  # venue id of the last applied message / snapshot
         self._await_first = False  # binance-usdm: first diff after a snapshot pending
@@ -150,6 +205,7 @@ class BookKeeper:
         self._dirty = False  # book changed since the last top-N emission
         self._last_emit_us: int | None = None
         self._last_bbo: tuple[Level | None, Level | None] | None = None
+        self._bbo_check = True  # a best level may differ from _last_bbo: compare
         # Plain int counters for metrics.
         self.messages = 0
         self.applied = 0
@@ -162,6 +218,12 @@ class BookKeeper:
         self.malformed = 0
         self.resync_requests = 0
         self.resyncs = 0
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        # Pickles of older versions lack the BBO flag; the book learns its depth again.
+        self.__dict__.update(state)
+        self._bbo_check = True
+        self.book.depth = self.depth
 
     def counters(self) -> dict[str, int]:
         names = (
@@ -179,7 +241,17 @@ class BookKeeper:
                 f"depth message for {msg.venue}:{msg.symbol} sent to the book of "
                 f"{self.venue}:{self.symbol}"
             )
-        _check_numbers(msg)
+        # _check_numbers, inlined for the valid message (it raises the error otherwise).
+        first, last, prev, checksum = msg.first_id, msg.last_id, msg.prev_id, msg.checksum
+        if not (
+            type(msg.ts_exchange) is int
+            and type(msg.ts_ingest) is int
+            and (first is None or type(first) is int)
+            and (last is None or type(last) is int)
+            and (prev is None or type(prev) is int)
+            and (checksum is None or type(checksum) is int)
+        ):
+            _check_numbers(msg)
         self.messages += 1
         out: list[dict[str, Any]] = []
         if msg.kind == "snapshot":
@@ -325,8 +397,9 @@ class BookKeeper:
         try:
             if replace:
                 self.book.replace(msg.bids, msg.asks)
+                changed = ALL_CHANGED
             else:
-                self.book.apply(msg.bids, msg.asks)
+                changed = self.book.apply(msg.bids, msg.asks)
         except (InvalidOperation, ValueError, TypeError, AttributeError) as exc:
             # The book may be half-updated: treat it like a gap.
             self.malformed += 1
@@ -336,8 +409,10 @@ class BookKeeper:
         if msg.last_id is not None:
             self.last_id = msg.last_id
         self._ts = (msg.ts_exchange, msg.ts_ingest)
+        if changed & _BEST:
+            self._bbo_check = True
         if replace or msg.bids or msg.asks:
-            self._dirty = True
+            self._dirty = True  # (even when the change is deeper than the top N)
         return True
 
     def _gap(self, msg: DepthMsg, out: list[dict[str, Any]], detail: str) -> None:
@@ -361,6 +436,7 @@ class BookKeeper:
         self.last_id = None
         self._dirty = False
         self._last_bbo = None
+        self._bbo_check = True
         self._resync_pending = True
         self.resync_requests += 1
         heard = resync.request(self.venue, self.native, f"{event}: {detail}")
@@ -373,8 +449,10 @@ class BookKeeper:
     # ---- output ----
 
     def _emit(self, out: list[dict[str, Any]]) -> None:
-        if self.emit_bbo:
-            bbo = (self.book.best_bid(), self.book.best_ask())
+        if self.emit_bbo and self._bbo_check:
+            self._bbo_check = False
+            book = self.book
+            bbo = (book.bids.best(), book.asks.best())
             if bbo != self._last_bbo:
                 self._last_bbo = bbo
                 ts_exchange, ts_ingest = self._ts
@@ -390,8 +468,12 @@ class BookKeeper:
                         "book",
                     )
                 )
-        if self._dirty and self._interval_passed(self._ts[1]):
-            self._emit_top(out, self._ts[1])
+        if self._dirty:
+            now = self._ts[1]
+            last = self._last_emit_us
+            interval = self.emit_interval_us
+            if interval == 0 or last is None or now - last >= interval:  # _interval_passed
+                self._emit_top(out, now)
 
     def _interval_passed(self, now_us: int) -> bool:
         last = self._last_emit_us
@@ -415,6 +497,9 @@ class BookKeeper:
         )
         self._dirty = False
         self._last_emit_us = now_us
+
+
+_BEST = BID_BEST | ASK_BEST
 
 
 _NUMBER_FIELDS = ("first_id", "last_id", "prev_id", "checksum")

@@ -19,15 +19,35 @@ from typing import Protocol
 from operators.book_side import BookSide, Level
 
 try:
-    from operators._book_native import NativeSide, NotRepresentable
+    from operators._book_native import NativeSide, NotRepresentable, apply_diff
 except ImportError:  # not built here (no cargo): the pure-Python side serves
     NativeSide = None  # type: ignore[assignment,misc]
+    apply_diff = None  # type: ignore[assignment]
 
     class NotRepresentable(ValueError):  # type: ignore[no-redef]
         """Never raised without the native side."""
 
 
-__all__ = ["NotRepresentable", "Side", "is_native", "native_enabled", "new_side", "to_python"]
+__all__ = [
+    "ALL_CHANGED",
+    "ASK_BEST",
+    "ASK_TOP",
+    "BID_BEST",
+    "BID_TOP",
+    "NotRepresentable",
+    "Side",
+    "apply_diff",
+    "is_native",
+    "native_enabled",
+    "new_side",
+    "to_python",
+]
+
+# What ``apply_diff`` reports changed (native/src/diff.rs): the best level of a side
+# may differ (compare its text to know), a level within a side's top n was set or
+# removed. A path that cannot tell reports ALL_CHANGED.
+BID_BEST, ASK_BEST, BID_TOP, ASK_TOP = 1, 2, 4, 8
+ALL_CHANGED = BID_BEST | ASK_BEST | BID_TOP | ASK_TOP
 
 
 class Side(Protocol):

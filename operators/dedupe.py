@@ -37,13 +37,15 @@ class Deduper:
 
     def seen(self, trade_id: str) -> bool:
         """True (and counted) if ``trade_id`` is a duplicate; otherwise remember it."""
-        if trade_id in self._seen:
+        seen = self._seen
+        if trade_id in seen:
             self.dropped += 1
             return True
-        if len(self._order) >= self.capacity:
-            self._seen.discard(self._order.popleft())
-        self._order.append(trade_id)
-        self._seen.add(trade_id)
+        order = self._order
+        if len(order) >= self.capacity:
+            seen.discard(order.popleft())
+        order.append(trade_id)
+        seen.add(trade_id)
         return False
 
     def filter(self, trades: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -53,13 +55,24 @@ class Deduper:
         (counted in ``unkeyed``) rather than being lost or stopping the batch; the OHLCV
         step turns such a trade into a dead letter."""
         kept: list[dict[str, Any]] = []
+        keep = kept.append
+        # seen(), inlined: this runs once per trade.
+        seen = self._seen
+        order = self._order
+        capacity = self.capacity
         for trade in trades:
             trade_id = trade.get("trade_id") if isinstance(trade, dict) else None
             if type(trade_id) is not str:
                 self.unkeyed += 1
-                kept.append(trade)
-            elif not self.seen(trade_id):
-                kept.append(trade)
+                keep(trade)
+            elif trade_id in seen:
+                self.dropped += 1
+            else:
+                if len(order) >= capacity:
+                    seen.discard(order.popleft())
+                order.append(trade_id)
+                seen.add(trade_id)
+                keep(trade)
         return kept
 
     # Snapshots store the ids once, in order; the set is rebuilt on restore.

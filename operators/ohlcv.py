@@ -234,8 +234,11 @@ class BarBuilder:
     """Event-time OHLCV bars of one (venue, symbol) for several intervals at once."""
 
     __slots__ = (
+        "_due",
         "_intervals",
+        "_late_floor",
         "_max_ts",
+        "_merged_rest",
         "_next_partial_at",
         "_price_scale",
         "_size_scale",
@@ -285,6 +288,37 @@ class BarBuilder:
         self.late = 0  # late records emitted (one per trade and missed interval)
         self.malformed = 0  # trades rejected as dead letters
         self.fill_skipped = 0  # empty windows left unfilled (gap over max_fill_windows)
+        self._refresh()
+
+    def _refresh(self) -> None:
+        """Recompute what lets a trade or a call skip work (after anything that closes
+        windows, and on restore):
+
+        - ``_due``: a watermark below it closes and fills nothing (the earliest end of
+          an open window, or of the next window a fill would add); a new window lowers it.
+        - ``_late_floor``: a trade at or after it is late for no interval. Window
+          starts below an interval's ``closed_through`` are late; with aligned windows
+          that is ``ts`` below ``closed_through`` rounded up to the interval.
+        - ``_merged_rest``: every interval but the finest is merged from it, so a trade
+          in time everywhere only touches the finest window.
+        """
+        due = None
+        floor = 0
+        for interval in self._intervals:
+            length = interval.length
+            if self.fill_empty and interval.last_close is not None:
+                end = interval.closed_through + length
+            elif interval.windows:
+                end = min(interval.windows) + length
+            else:
+                end = None
+            if end is not None and (due is None or end < due):
+                due = end
+            floor = max(floor, -(-interval.closed_through // length) * length)
+        # Nothing open: the next trade makes a window (and lowers _due to its end).
+        self._due = due if due is not None else MAX_TS_US * 2
+        self._late_floor = floor
+        self._merged_rest = all(interval.merged for interval in self._intervals[1:])
 
     @property
     def watermark(self) -> int:
@@ -293,13 +327,102 @@ class BarBuilder:
     def on_trades(self, trades: list[dict[str, Any]], now_us: int) -> list[dict[str, Any]]:
         """Aggregate a batch of trade dicts; return late records, closed and partial bars."""
         out: list[dict[str, Any]] = []
+        # Unchanged until the windows close after the loop (_refresh).
+        known = _AMOUNTS.get
+        fast = self._merged_rest
+        late_floor = self._late_floor
+        lateness = self.lateness_us
+        finest = self._intervals[0]
+        length = finest.length
+        windows = finest.windows
         for trade in trades:
+            # Every check comes before the first change of state; a trade that fails one
+            # (or meets a bug: it must not cost the batch) becomes a dead letter. Inlined,
+            # with the common case, as this runs once per trade.
             try:
-                self._add(trade, out)
-            except Exception as exc:  # a bug here must not cost the batch
+                ts = trade["ts_exchange"]
+                trade_id = trade["trade_id"]
+                price_text = trade["price"]
+                size_text = trade["size"]
+                side = trade["side"]
+                if type(ts) is not int or not 0 <= ts < MAX_TS_US:
+                    raise ValueError(
+                        f"ts_exchange {ts!r} is not an integer from 0 to {MAX_TS_US - 1}"
+                    )
+                if type(trade_id) is not str:
+                    raise TypeError(f"trade_id {trade_id!r} is not a string")
+                if side != "buy" and side != "sell":
+                    raise ValueError(f"side {side!r} is neither buy nor sell")
+                try:  # the cache lookup of _amount, inlined (a call costs as much)
+                    price, price_scale = known(price_text) or _amount(price_text)
+                except (AttributeError, TypeError, ValueError):  # not an accepted str
+                    raise ValueError(_inexact("price", price_text)) from None
+                try:
+                    size, size_scale = known(size_text) or _amount(size_text)
+                except (AttributeError, TypeError, ValueError):
+                    raise ValueError(_inexact("size", size_text)) from None
+                if price_scale != self._price_scale or size_scale != self._size_scale:
+                    if price_scale > self._price_scale or size_scale > self._size_scale:
+                        self._rescale(
+                            max(price_scale, self._price_scale), max(size_scale, self._size_scale)
+                        )
+                    price *= 10 ** (self._price_scale - price_scale)
+                    size *= 10 ** (self._size_scale - size_scale)
+                buy = side == "buy"
+                if ts > self._max_ts:
+                    self._max_ts = ts
+                seq = self.trades  # arrival order of the aggregated trades
+                if ts >= late_floor and fast:
+                    # In time for every interval once in time for the finest (a coarser
+                    # window ends no earlier): only the finest window takes the trade,
+                    # as in _add_to_windows.
+                    start = ts - ts % length
+                    if start + length > self._max_ts - lateness:
+                        window = windows.get(start)
+                        if window is None:
+                            windows[start] = _Window(
+                                ts, trade_id, price_text, price, size, price * size, buy, seq
+                            )
+                            if start + length < self._due:
+                                self._due = start + length
+                        else:  # _Window.add, inlined
+                            if ts < window.open_ts:  # ties keep the earlier arrival as open
+                                window.open, window.open_ts, window.open_id = (
+                                    price_text,
+                                    ts,
+                                    trade_id,
+                                )
+                            if ts >= window.close_ts:  # ties make the later arrival the close
+                                window.close, window.close_ts, window.close_id = (
+                                    price_text,
+                                    ts,
+                                    trade_id,
+                                )
+                            if price > window.high:
+                                window.high, window.high_text, window.high_seq = (
+                                    price,
+                                    price_text,
+                                    seq,
+                                )
+                            elif price < window.low:
+                                window.low, window.low_text, window.low_seq = price, price_text, seq
+                            window.volume += size
+                            window.quote += price * size
+                            if buy:
+                                window.buy += size
+                            else:
+                                window.sell += size
+                            window.count += 1
+                            window.dirty = True
+                        self.trades = seq + 1
+                        continue
+                self._add_to_windows(trade, ts, trade_id, price_text, price, size, buy, out)
+            except Exception as exc:
                 self._reject(trade, exc, out)
-        self._close(out)
-        self._partials(now_us, out)
+        if self._max_ts - self.lateness_us >= self._due:
+            self._close(out)
+        if self.partial_every_us and now_us >= self._next_partial_at:
+            self._partials(now_us, out)
         return out
 
     def on_time(self, now_us: int, event_now_us: int | None = None) -> list[dict[str, Any]]:
@@ -321,6 +444,7 @@ class BarBuilder:
         for interval in self._intervals:
             if interval.windows:
                 self._close_interval(interval, max(interval.windows) + interval.length, out)
+        self._refresh()
         return out
 
     def open_bars(self) -> list[dict[str, Any]]:
@@ -361,41 +485,19 @@ class BarBuilder:
 
     # ---- internals ----
 
-    def _add(self, trade: dict[str, Any], out: list[dict[str, Any]]) -> None:
-        # Every check comes before the first change of state (inlined: once per trade).
-        try:
-            ts = trade["ts_exchange"]
-            trade_id = trade["trade_id"]
-            price_text = trade["price"]
-            size_text = trade["size"]
-            side = trade["side"]
-            if type(ts) is not int or not 0 <= ts < MAX_TS_US:
-                raise ValueError(f"ts_exchange {ts!r} is not an integer from 0 to {MAX_TS_US - 1}")
-            if type(trade_id) is not str:
-                raise TypeError(f"trade_id {trade_id!r} is not a string")
-            if side != "buy" and side != "sell":
-                raise ValueError(f"side {side!r} is neither buy nor sell")
-            try:  # the cache lookup of _amount, inlined (a call costs as much)
-                price, price_scale = _AMOUNTS.get(price_text) or _amount(price_text)
-            except (AttributeError, TypeError, ValueError):  # not an accepted str
-                raise ValueError(_inexact("price", price_text)) from None
-            try:
-                size, size_scale = _AMOUNTS.get(size_text) or _amount(size_text)
-            except (AttributeError, TypeError, ValueError):
-                raise ValueError(_inexact("size", size_text)) from None
-        except (KeyError, TypeError, ValueError) as exc:
-            self._reject(trade, exc, out)
-            return
-        if price_scale != self._price_scale or size_scale != self._size_scale:
-            if price_scale > self._price_scale or size_scale > self._size_scale:
-                self._rescale(
-                    max(price_scale, self._price_scale), max(size_scale, self._size_scale)
-                )
-            price *= 10 ** (self._price_scale - price_scale)
-            size *= 10 ** (self._size_scale - size_scale)
-        buy = side == "buy"
-        if ts > self._max_ts:
-            self._max_ts = ts
+    def _add_to_windows(
+        self,
+        trade: dict[str, Any],
+        ts: int,
+        trade_id: str,
+        price_text: str,
+        price: int,
+        size: int,
+        buy: bool,
+        out: list[dict[str, Any]],
+    ) -> None:
+        """A checked trade (at the builder's scales) into the window of each interval it is
+        in time for, or a late record per interval it missed."""
         watermark = self._max_ts - self.lateness_us
         notional = price * size
         seq = self.trades  # arrival order of the aggregated trades
@@ -428,6 +530,8 @@ class BarBuilder:
                 interval.windows[start] = _Window(
                     ts, trade_id, price_text, price, size, notional, buy, seq
                 )
+                if start + length < self._due:
+                    self._due = start + length
                 continue
             # Window.add, inlined: this runs once per trade and interval.
             if ts < window.open_ts:  # ties keep the earlier arrival as open
@@ -481,6 +585,7 @@ class BarBuilder:
             self._close_interval(interval, watermark, out)
             if self.fill_empty and interval.last_close is not None:
                 self._fill(interval, watermark, out)
+        self._refresh()
 
     def _close_interval(self, interval: _Interval, limit: int, out: list[dict[str, Any]]) -> None:
         """Emit final bars of the windows ending at or before ``limit``, in start order."""
@@ -680,6 +785,7 @@ class BarBuilder:
                 for window in interval.windows.values():
                     _legacy_to_ints(window, self._price_scale, self._size_scale)
                     window.high_seq = window.low_seq = 0
+        self._refresh()
 
 
 def _places(value: Any) -> int:

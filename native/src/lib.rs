@@ -14,6 +14,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 use std::collections::BTreeMap;
 
+mod diff;
+
 create_exception!(_book_native, NotRepresentable, PyValueError);
 
 const FRAC_DIGITS: u32 = 18;
@@ -218,6 +220,7 @@ impl NativeSide {
 #[pymodule]
 fn _book_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeSide>()?;
+    m.add_function(wrap_pyfunction!(diff::apply_diff, m)?)?;
     m.add("NotRepresentable", m.py().get_type::<NotRepresentable>())?;
     Ok(())
 }
