@@ -4,13 +4,9 @@
 enforces the venue's snapshot/sequence/checksum rules and turns the book into
 output dicts: ``book`` (top N), ``bbo`` (origin "book") and ``status``.
 
-Rules, from the venues' "how to manage a local order book" pages:
-- binance spot: buffer diffs until the REST snapshot (lastUpdateId L); ignore
-  diffs with u <= book id; a diff with U > book id + 1 is a gap.
-- binance-usdm: drop u < L; the first diff must have U <= L <= u; then pu == last u.
-- okx: in-band snapshot; each update's prevSeqId == last seqId (keep-alives and
-  maintenance resets satisfy it too); CRC32 checksum of the top 25 when sent.
-- other venues: snapshots replace the book, updates apply once one arrived.
+Each venue's sequence and checksum rule (from its "how to manage a local order
+book" page) is a ``SyncRule`` in ``operators.book_rules``; venues without one:
+snapshots replace the book, updates apply once one arrived.
 A gap, checksum mismatch or malformed level clears the book and asks the live
 source to resync (candlewax.resync); nothing is emitted until a snapshot syncs.
 
@@ -27,6 +23,7 @@ from typing import Any
 from candlewax import resync
 from candlewax.schema import make_bbo, make_book, make_status
 from candlewax.symbols import to_native
+from operators.book_rules import PLAIN, RULES, SyncRule
 from operators.book_side import BookSide, Level, is_zero_size, reusable
 from operators.book_sides import (
     ALL_CHANGED,
@@ -41,7 +38,6 @@ from operators.book_sides import (
     new_side,
     to_python,
 )
-from operators.checksum import OKX_DEPTH, okx_checksum
 from operators.events import DepthMsg
 
 __all__ = ["BookError", "BookKeeper", "BookSide", "Level", "OrderBook", "is_zero_size"]
@@ -160,11 +156,6 @@ class OrderBook:
         self.replace(*state)
 
 
-# Sequence rule per venue; venues not listed only take snapshots and plain updates.
-_RULES = {"binance": "binance", "binance-usdm": "binance-usdm", "okx": "okx"}
-_BUFFERING_RULES = ("binance", "binance-usdm")  # REST snapshot arrives after the diffs
-
-
 class BookKeeper:
     """The rebuilt book of one (venue, symbol) and its output.
 
@@ -194,11 +185,12 @@ class BookKeeper:
         self.depth = depth
         self.emit_interval_us = emit_interval_us
         self.emit_bbo = emit_bbo
-        self.rule = _RULES.get(venue, "plain")
+        self.sync_rule: SyncRule = RULES.get(venue, PLAIN)
+        self.rule = self.sync_rule.name
         self.book = OrderBook(depth)
         self.synced = False
         self.last_id: int | None = None  # venue id of the last applied message / snapshot
-        self._await_first = False  # binance-usdm: first diff after a snapshot pending
+        self.await_first = False  # binance-usdm: first diff after a snapshot pending
         self._resync_pending = False
         self._buffer: deque[DepthMsg] = deque(maxlen=max_buffer)
         self._ts = (0, 0)  # (ts_exchange, ts_ingest) of the last applied message
@@ -221,9 +213,20 @@ class BookKeeper:
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # Pickles of older versions lack the BBO flag; the book learns its depth again.
+        # The rule object is looked up again (pickles keep its name only).
+        state = dict(state)
+        state.pop("sync_rule", None)
+        if "_await_first" in state:
+            state["await_first"] = state.pop("_await_first")
         self.__dict__.update(state)
+        self.sync_rule = RULES.get(self.venue, PLAIN)
         self._bbo_check = True
         self.book.depth = self.depth
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = dict(self.__dict__)
+        del state["sync_rule"]
+        return state
 
     def counters(self) -> dict[str, int]:
         names = (
@@ -285,7 +288,8 @@ class BookKeeper:
 
     def _on_snapshot(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
         snap_id = msg.last_id
-        buffering = self.rule in _BUFFERING_RULES
+        rule = self.sync_rule
+        buffering = rule.buffers_before_snapshot
         if buffering and snap_id is None:
             raise BookError(f"{self.venue} depth snapshot without lastUpdateId")
         if (
@@ -297,13 +301,12 @@ class BookKeeper:
         ):
             self.ignored += 1  # the live book is already newer than this snapshot
             return
-        if not self._apply(msg, out, replace=True):
+        if not self.apply_msg(msg, out, replace=True):
             return
         self.synced = True
-        self._await_first = True
-        if self.rule == "okx":
-            self._check_okx(msg, out)
-        elif buffering:
+        self.await_first = True
+        rule.after_snapshot(self, msg, out)
+        if buffering:
             pending = list(self._buffer)
             self._buffer.clear()
             for buffered in pending:
@@ -314,86 +317,25 @@ class BookKeeper:
             out.append(self._status("resynced", msg, f"snapshot id={snap_id}"))
 
     def _on_update(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
-        rule = self.rule
-        if rule in _BUFFERING_RULES:
+        rule = self.sync_rule
+        if rule.buffers_before_snapshot:
             if msg.first_id is None or msg.last_id is None:
                 raise BookError(f"{self.venue} depth diff without U/u")
             if not self.synced:
                 if len(self._buffer) == self._buffer.maxlen:
                     self.buffer_dropped += 1
                 self._buffer.append(msg)
-            elif rule == "binance":
-                self._binance_spot(msg, out)
-            else:
-                self._binance_usdm(msg, out)
+                return
         elif not self.synced:
             self.ignored += 1  # in-band snapshot venues: wait for the snapshot
-        elif rule == "okx":
-            self._okx(msg, out)
-        else:
-            self._apply(msg, out)
-
-    # ---- venue sequence rules ----
-
-    def _binance_spot(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
-        book_id = self.last_id
-        first, last = msg.first_id, msg.last_id
-        assert book_id is not None and first is not None and last is not None
-        if last <= book_id:
-            self.ignored += 1
-        elif first > book_id + 1:
-            self._gap(msg, out, f"U={first} > book id+1={book_id + 1} (u={last})")
-        else:
-            self._apply(msg, out)
-
-    def _binance_usdm(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
-        book_id = self.last_id
-        first, last = msg.first_id, msg.last_id
-        assert book_id is not None and first is not None and last is not None
-        if self._await_first:
-            if last < book_id:
-                self.ignored += 1
-            elif first > book_id:
-                self._gap(msg, out, f"first diff U={first} > snapshot id={book_id} (u={last})")
-            elif self._apply(msg, out):
-                self._await_first = False
-        elif last <= book_id:
-            # Already applied: the overlap of a planned reconnect repeats diffs.
-            self.ignored += 1
-        elif msg.prev_id != book_id:
-            self._gap(msg, out, f"pu={msg.prev_id} != last u={book_id} (u={last})")
-        else:
-            self._apply(msg, out)
-
-    def _okx(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
-        prev, seq = msg.prev_id, msg.last_id
-        last = self.last_id
-        if prev is not None and seq is not None and last is not None and prev <= seq <= last:
-            # A repeat of an update already applied (reconnect overlap, duplicate
-            # delivery): nothing new. A reset has seq < prev and is not caught here.
-            self.ignored += 1
             return
-        if prev is not None and last is not None and prev != last:
-            self._gap(msg, out, f"prevSeqId={prev} != last seqId={self.last_id} (seqId={seq})")
-            return
-        if prev is not None and seq is not None and seq < prev:
-            self.seq_resets += 1  # maintenance reset; chaining continues from seq
-        if self._apply(msg, out):
-            self._check_okx(msg, out)
-
-    def _check_okx(self, msg: DepthMsg, out: list[dict[str, Any]]) -> None:
-        if msg.checksum is None:
-            return
-        self.checksum_checks += 1
-        computed = okx_checksum(*self.book.top(OKX_DEPTH))
-        if computed != msg.checksum:
-            self.checksum_failures += 1
-            detail = f"seqId={msg.last_id} checksum={msg.checksum} computed={computed}"
-            self._lose_sync(msg, out, "checksum_mismatch", detail)
+        rule.on_update(self, msg, out)
 
     # ---- state changes ----
 
-    def _apply(self, msg: DepthMsg, out: list[dict[str, Any]], replace: bool = False) -> bool:
+    def apply_msg(self, msg: DepthMsg, out: list[dict[str, Any]], replace: bool = False) -> bool:
+        """Apply (or, with ``replace``, install) the message's levels; False when they were
+        malformed (the book then lost its sync and asked for a resync)."""
         try:
             if replace:
                 self.book.replace(msg.bids, msg.asks)
@@ -403,7 +345,7 @@ class BookKeeper:
         except (InvalidOperation, ValueError, TypeError, AttributeError) as exc:
             # The book may be half-updated: treat it like a gap.
             self.malformed += 1
-            self._lose_sync(msg, out, "error", f"malformed depth levels: {exc!r}"[:300])
+            self.lose_sync(msg, out, "error", f"malformed depth levels: {exc!r}"[:300])
             return False
         self.applied += 1
         if msg.last_id is not None:
@@ -415,10 +357,11 @@ class BookKeeper:
             self._dirty = True  # (even when the change is deeper than the top N)
         return True
 
-    def _gap(self, msg: DepthMsg, out: list[dict[str, Any]], detail: str) -> None:
+    def gap(self, msg: DepthMsg, out: list[dict[str, Any]], detail: str) -> None:
+        """A sequence gap before ``msg``: clear the book and ask for a resync."""
         self.gaps += 1
-        self._lose_sync(msg, out, "gap_detected", detail)
-        if self.rule in _BUFFERING_RULES:
+        self.lose_sync(msg, out, "gap_detected", detail)
+        if self.sync_rule.buffers_before_snapshot:
             self._buffer.append(msg)  # newer than the book: may follow the next snapshot
 
     def desync(self, msg: DepthMsg, detail: str) -> list[dict[str, Any]]:
@@ -426,10 +369,11 @@ class BookKeeper:
         the book may be half-updated): status records to emit."""
         out: list[dict[str, Any]] = []
         self.malformed += 1
-        self._lose_sync(msg, out, "error", detail)
+        self.lose_sync(msg, out, "error", detail)
         return out
 
-    def _lose_sync(self, msg: DepthMsg, out: list[dict[str, Any]], event: str, detail: str) -> None:
+    def lose_sync(self, msg: DepthMsg, out: list[dict[str, Any]], event: str, detail: str) -> None:
+        """Report ``event``, clear the book and ask the live source to resync it."""
         out.append(self._status(event, msg, detail))
         self.book.clear()
         self.synced = False

@@ -1,0 +1,133 @@
+"""Each venue's book sync rule: how its depth messages chain, one object per venue.
+
+A ``BookKeeper`` handles what every venue shares (snapshots replace the book, nothing
+is emitted while unsynced, a gap or checksum mismatch clears the book and asks the live
+source to resync) and asks its venue's ``SyncRule`` for the rest:
+
+- ``buffers_before_snapshot``: diffs arrive before the REST snapshot that syncs them
+  (Binance), so they are kept until it comes, and an update must carry first/last ids;
+  otherwise (in-band snapshots) updates before the first snapshot are ignored;
+- ``after_snapshot``: checks once a snapshot is installed (e.g. a checksum);
+- ``on_update``: an update of a synced book: ignore a repeat, report a gap
+  (``keeper.gap``), or apply it (``keeper.apply_msg``) and check it.
+
+A new venue adds a rule here (or in its own module) and one entry in ``RULES``; venues
+without one get ``PLAIN`` (snapshots replace, updates apply once synced). The rules
+keep no state: what a book needs between messages lives on the keeper (``last_id``,
+``await_first``), so keepers pickle without them.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from operators.checksum import OKX_DEPTH, okx_checksum
+from operators.events import DepthMsg
+
+if TYPE_CHECKING:
+    from operators.book import BookKeeper
+
+Out = list[dict[str, Any]]
+
+
+class SyncRule:
+    """Snapshots replace the book; updates apply once a snapshot arrived."""
+
+    name = "plain"
+    buffers_before_snapshot = False
+
+    def after_snapshot(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        """Called once a snapshot is installed and the book is synced."""
+
+    def on_update(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        """An update of a synced book."""
+        keeper.apply_msg(msg, out)
+
+
+class BinanceSpot(SyncRule):
+    """Buffer diffs until the REST snapshot (lastUpdateId L); ignore diffs with
+    u <= book id; a diff with U > book id + 1 is a gap."""
+
+    name = "binance"
+    buffers_before_snapshot = True
+
+    def on_update(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        book_id = keeper.last_id
+        first, last = msg.first_id, msg.last_id
+        assert book_id is not None and first is not None and last is not None
+        if last <= book_id:
+            keeper.ignored += 1
+        elif first > book_id + 1:
+            keeper.gap(msg, out, f"U={first} > book id+1={book_id + 1} (u={last})")
+        else:
+            keeper.apply_msg(msg, out)
+
+
+class BinanceUsdm(SyncRule):
+    """Drop u < L; the first diff must have U <= L <= u; then pu == last u."""
+
+    name = "binance-usdm"
+    buffers_before_snapshot = True
+
+    def on_update(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        book_id = keeper.last_id
+        first, last = msg.first_id, msg.last_id
+        assert book_id is not None and first is not None and last is not None
+        if keeper.await_first:
+            if last < book_id:
+                keeper.ignored += 1
+            elif first > book_id:
+                keeper.gap(msg, out, f"first diff U={first} > snapshot id={book_id} (u={last})")
+            elif keeper.apply_msg(msg, out):
+                keeper.await_first = False
+        elif last <= book_id:
+            # Already applied: the overlap of a planned reconnect repeats diffs.
+            keeper.ignored += 1
+        elif msg.prev_id != book_id:
+            keeper.gap(msg, out, f"pu={msg.prev_id} != last u={book_id} (u={last})")
+        else:
+            keeper.apply_msg(msg, out)
+
+
+class Okx(SyncRule):
+    """In-band snapshot; each update's prevSeqId == last seqId (keep-alives and
+    maintenance resets satisfy it too); CRC32 checksum of the top 25 when sent."""
+
+    name = "okx"
+
+    def after_snapshot(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        self._check(keeper, msg, out)
+
+    def on_update(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        prev, seq = msg.prev_id, msg.last_id
+        last = keeper.last_id
+        if prev is not None and seq is not None and last is not None and prev <= seq <= last:
+            # A repeat of an update already applied (reconnect overlap, duplicate
+            # delivery): nothing new. A reset has seq < prev and is not caught here.
+            keeper.ignored += 1
+            return
+        if prev is not None and last is not None and prev != last:
+            keeper.gap(msg, out, f"prevSeqId={prev} != last seqId={last} (seqId={seq})")
+            return
+        if prev is not None and seq is not None and seq < prev:
+            keeper.seq_resets += 1  # maintenance reset; chaining continues from seq
+        if keeper.apply_msg(msg, out):
+            self._check(keeper, msg, out)
+
+    def _check(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        if msg.checksum is None:
+            return
+        keeper.checksum_checks += 1
+        computed = okx_checksum(*keeper.book.top(OKX_DEPTH))
+        if computed != msg.checksum:
+            keeper.checksum_failures += 1
+            detail = f"seqId={msg.last_id} checksum={msg.checksum} computed={computed}"
+            keeper.lose_sync(msg, out, "checksum_mismatch", detail)
+
+
+PLAIN = SyncRule()
+RULES: dict[str, SyncRule] = {
+    "binance": BinanceSpot(),
+    "binance-usdm": BinanceUsdm(),
+    "okx": Okx(),
+}
