@@ -1,4 +1,5 @@
-"""``candlewax simulate``: serve a capture as a local Binance or OKX, with faults."""
+"""``candlewax simulate``: serve a capture as a local exchange (any venue of
+:mod:`simulator.venues`), with faults. Venue modules add their own flags."""
 
 from __future__ import annotations
 
@@ -7,13 +8,12 @@ import asyncio
 import signal
 import sys
 from collections.abc import Sequence
-from dataclasses import asdict
 from pathlib import Path
 
 from candlewax.preflight import PreflightError, check_capture
 from simulator.faults import Faults
 from simulator.server import Simulator
-from simulator.tape import BINANCE_VENUES
+from simulator.venues import venue_classes, venue_names
 from sources.replay import CaptureError, parse_pace
 
 EPILOG = """\
@@ -61,7 +61,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--venue", required=True, choices=[*BINANCE_VENUES, "okx"])
+    parser.add_argument("--venue", required=True, choices=venue_names())
     parser.add_argument("--capture", required=True, help="capture file (any format replay reads)")
     parser.add_argument("--host", default="127.0.0.1", help="listen address (default 127.0.0.1)")
     parser.add_argument("--port", type=int, default=0, help="listen port (default: a free one)")
@@ -80,7 +80,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=5,
         help="frames re-sent to a client that resumes its subscription set (default 5)",
     )
-    parser.add_argument("--okx-seq-ids", action="store_true", help="add seqId/prevSeqId (OKX)")
+    for venue in venue_classes():
+        venue.add_arguments(parser)  # e.g. --okx-seq-ids
     parser.add_argument(
         "--original-times",
         action="store_true",
@@ -158,6 +159,9 @@ def make_simulator(args: argparse.Namespace) -> Simulator:
         stall_after=args.stall_after,
         stall_seconds=args.stall_seconds,
     )
+    venue_options: dict[str, object] = {}
+    for venue in venue_classes():
+        venue_options.update(venue.options_from_args(args))
     return Simulator(
         args.venue,
         args.capture,
@@ -167,10 +171,10 @@ def make_simulator(args: argparse.Namespace) -> Simulator:
         limit=args.limit,
         overlap=args.overlap,
         faults=faults,
-        okx_seq_ids=args.okx_seq_ids,
         ping_interval=args.ping_interval,
         original_times=args.original_times,
         loop=args.loop,
+        venue_options=venue_options,
     )
 
 
@@ -235,7 +239,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             f"candlewax simulate: cannot listen on {args.host}:{args.port}: {exc}", file=sys.stderr
         )
         return 2
-    stats = ", ".join(f"{k}={v}" for k, v in asdict(sim.stats).items())
+    stats = ", ".join(f"{k}={v}" for k, v in sim.stats.as_dict().items())
     print(f"stopped ({why}): {stats}", flush=True)
     return 0
 

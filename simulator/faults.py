@@ -1,4 +1,4 @@
-"""Fault injection settings of the simulator and the frame edits they make.
+"""Fault injection settings of the simulator.
 
 Counting conventions (all 1-based):
 - ``drop_depth`` / ``corrupt_checksum`` name book updates by their number on
@@ -8,15 +8,14 @@ Counting conventions (all 1-based):
   one connection.
 - ``stall_after`` counts data frames sent by the whole simulator; the stall
   happens once.
+
+The frame edits themselves are the venue's (``VenueSim.corrupt_checksum``; a
+dropped update needs none: the venue's sequence ids show the gap).
 """
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
-
-_CHECKSUM_RE = re.compile(r'"checksum":(-?[0-9]+)')
-_DATA_OPEN = '"data":[{'
 
 
 @dataclass(frozen=True)
@@ -40,22 +39,3 @@ class Faults:
             raise ValueError("drop_depth / corrupt_checksum numbers are 1-based")
         if self.stall_seconds < 0:
             raise ValueError("stall_seconds must be >= 0")
-
-
-def corrupt_checksum(text: str) -> str:
-    """The same OKX push with its checksum changed (still a valid signed int32)."""
-
-    def bump(match: re.Match[str]) -> str:
-        value = int(match.group(1))
-        return f'"checksum":{value + 1 if value < 0x7FFF_FFFF else -0x8000_0000}'
-
-    return _CHECKSUM_RE.sub(bump, text, count=1)
-
-
-def add_okx_seq(text: str, prev_id: int, seq_id: int) -> str:
-    """Insert prevSeqId/seqId into the first data object, every other byte unchanged."""
-    at = text.find(_DATA_OPEN)
-    if at < 0:
-        return text
-    cut = at + len(_DATA_OPEN)
-    return f'{text[:cut]}"prevSeqId":{prev_id},"seqId":{seq_id},{text[cut:]}'

@@ -7,42 +7,35 @@ replay starts, so order, spacing and everything else in the frame (prices,
 sizes, update ids, OKX checksums, which cover prices and sizes only) stay
 byte for byte as recorded.
 
-Fields shifted (values of 12+ digits only: epoch milliseconds, or microseconds
-from 15 digits on, which get the offset times 1000):
-- Binance spot / USD-M: ``E`` (event time) and ``T`` (trade, transaction, kline
-  close or next funding time), and a kline's ``t`` (open time). A trade's ``t`` is
-  its id and is never touched.
-- OKX: ``ts`` and the funding channel's ``fundingTime`` / ``nextFundingTime``.
-Binance REST depth snapshots carry no time field.
+Which fields are event times is the venue's (``VenueSim.restamp`` and
+``event_times_ms``; docs/simulator.md lists them per venue). Binance and OKX
+shift values of 12+ digits only: epoch milliseconds, or microseconds from 15
+digits on, which get the offset times 1000.
 """
 
 from __future__ import annotations
 
 import math
-import re
+import time
 
-from simulator.tape import BINANCE_VENUES, Tape
+from simulator.tape_types import Tape
+from simulator.venues import VenueSim, venue_sim
 
-_BINANCE_FIELDS = re.compile(r'"([ET])":([0-9]{12,})')
-_BINANCE_KLINE_OPEN = re.compile(r'"(t)":([0-9]{12,})')
-_OKX_FIELDS = re.compile(r'"(ts|fundingTime|nextFundingTime)":"([0-9]{12,})"')
-_MICROS_DIGITS = 15  # 1e14 ms is the year 5138: longer values are microseconds
 _ROUND_MS = 1000  # whole seconds: what was second-aligned in the capture stays so
+_KEPT = 64  # re-stamp offsets kept over a long soak (``loop``): the oldest laps go
+
+Session = frozenset[str] | None  # a subscription set; None: lap 0 of every set
 
 
-def first_event_ms(tape: Tape) -> int:
+def first_event_ms(tape: Tape, venue: VenueSim | None = None) -> int:
     """The earliest event time of the tape (ms): Binance ``E``, OKX ``ts``.
 
     Falls back to the first frame's receive time for a tape without them."""
-    binance = tape.venue in BINANCE_VENUES
-    pattern = _BINANCE_FIELDS if binance else _OKX_FIELDS
-    primary = "E" if binance else "ts"
+    times = venue if venue is not None else venue_sim(tape.venue)
     earliest: int | None = None
     for entry in tape.entries:
-        for match in pattern.finditer(entry.text):
-            if match.group(1) == primary:
-                value = _as_ms(match.group(2))
-                earliest = value if earliest is None else min(earliest, value)
+        for value in times.event_times_ms(entry.text):
+            earliest = value if earliest is None else min(earliest, value)
     if earliest is None:
         return tape.entries[0].ts // 1000 if tape.entries else 0
     return earliest
@@ -56,28 +49,42 @@ def offset_to(now_ms: int, first_ms: int) -> int:
 class Restamper:
     """Shifts the event time fields of one venue's frames by ``offset_ms``."""
 
-    def __init__(self, venue: str, offset_ms: int) -> None:
-        self.binance = venue in BINANCE_VENUES
+    def __init__(self, venue: VenueSim, offset_ms: int) -> None:
+        self._venue = venue
         self.offset_ms = offset_ms
 
     def __call__(self, text: str) -> str:
-        if self.binance:
-            text = _BINANCE_FIELDS.sub(self._shift, text)
-            if '"e":"kline"' in text:
-                text = _BINANCE_KLINE_OPEN.sub(self._shift, text)
-            return text
-        return _OKX_FIELDS.sub(self._shift_quoted, text)
-
-    def _shifted(self, digits: str) -> int:
-        micros = len(digits) >= _MICROS_DIGITS
-        return int(digits) + (self.offset_ms * 1000 if micros else self.offset_ms)
-
-    def _shift(self, match: re.Match[str]) -> str:
-        return f'"{match.group(1)}":{self._shifted(match.group(2))}'
-
-    def _shift_quoted(self, match: re.Match[str]) -> str:
-        return f'"{match.group(1)}":"{self._shifted(match.group(2))}"'
+        return self._venue.restamp(text, self.offset_ms)
 
 
-def _as_ms(digits: str) -> int:
-    return int(digits) // 1000 if len(digits) >= _MICROS_DIGITS else int(digits)
+class LapStamps:
+    """The simulator's offsets: lap 0, one offset fixed when the first client starts;
+    later laps (``loop``), one per subscription set and lap, fixed when that lap
+    starts. None of them with original times."""
+
+    def __init__(self, tape: Tape, venue: VenueSim, original_times: bool) -> None:
+        self._venue = venue
+        self._first_event_ms = None if original_times else first_event_ms(tape, venue)
+        self._stamps: dict[tuple[Session, int], Restamper] = {}
+
+    @property
+    def first_offset_ms(self) -> int | None:
+        first = self._stamps.get((None, 0))
+        return None if first is None else first.offset_ms
+
+    def start(self, session: Session, lap: int) -> None:
+        """Event times of this lap start now (when its first client starts streaming, not
+        when the server started: a paced replay then stamps frames about when sent)."""
+        key = (None, 0) if lap == 0 else (session, lap)
+        if self._first_event_ms is None or key in self._stamps:
+            return
+        offset = offset_to(time.time_ns() // 1_000_000, self._first_event_ms)
+        self._stamps[key] = Restamper(self._venue, offset)
+        if len(self._stamps) > _KEPT:
+            for old in sorted(self._stamps, key=lambda k: k[1])[: len(self._stamps) - _KEPT]:
+                if old != (None, 0):
+                    del self._stamps[old]
+
+    def edit(self, text: str, session: Session, lap: int) -> str:
+        stamp = self._stamps.get((None, 0) if lap == 0 else (session, lap))
+        return text if stamp is None else stamp(text)

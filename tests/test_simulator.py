@@ -31,7 +31,9 @@ from simulator.embedded import SimulatorThread
 from simulator.faults import Faults
 from simulator.restamp import first_event_ms
 from simulator.server import Simulator
-from simulator.tape import binance_key, load_tape, okx_key
+from simulator.tape import load_tape
+from simulator.venues.binance import binance_key
+from simulator.venues.okx import okx_key
 from sources.binance import BinanceParser
 from sources.frames import SNAPSHOT_HINT, RawFrame
 
