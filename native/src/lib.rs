@@ -14,6 +14,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 use std::collections::BTreeMap;
 
+mod decimals;
+
 create_exception!(_book_native, NotRepresentable, PyValueError);
 
 const FRAC_DIGITS: u32 = 18;
@@ -219,5 +221,6 @@ impl NativeSide {
 fn _book_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeSide>()?;
     m.add("NotRepresentable", m.py().get_type::<NotRepresentable>())?;
+    decimals::register(m)?;
     Ok(())
 }
