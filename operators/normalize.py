@@ -27,19 +27,21 @@ class Normalizer:
 
     A parser with a ``typed`` fast path (``sources/typed.py``) gets each frame there
     first; a frame it declines, by raising anything, goes through ``parse``, the
-    careful path, whose exceptions become the dead letters."""
+    careful path, whose exceptions become the dead letters. ``typed=False`` skips the
+    fast path (tests and benchmarks compare the two)."""
 
-    def __init__(self, parsers: dict[str, Parser]) -> None:
+    def __init__(self, parsers: dict[str, Parser], typed: bool = True) -> None:
         self.parsers = parsers
+        self._use_typed = typed
         self.stats: dict[str, VenueCounts] = {}
         # venue -> (typed path or None, counts), made at the venue's first frame.
         self._routes: dict[str, tuple[Typed | None, VenueCounts]] = {}
 
     def __call__(self, frame: RawFrame) -> list[KeyedItem]:
-        route = self._routes.get(frame.venue)
-        if route is None:
-            route = self._route(frame.venue)
-        typed, counts = route
+        try:
+            typed, counts = self._routes[frame.venue]
+        except KeyError:
+            typed, counts = self._route(frame.venue)
         counts.frames += 1
         if typed is not None:
             try:
@@ -55,7 +57,7 @@ class Normalizer:
         if counts is None:
             counts = self.stats[venue] = VenueCounts()
         parser = self.parsers.get(venue)
-        typed: Typed | None = getattr(parser, "typed", None)
+        typed: Typed | None = getattr(parser, "typed", None) if self._use_typed else None
         route = self._routes[venue] = (typed, counts)
         return route
 

@@ -17,7 +17,7 @@ from typing import Any
 import msgspec
 import orjson
 
-from candlewax.schema import SCHEMA_VERSION, make_bbo, make_status, make_trade
+from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import SNAPSHOT_HINT, RawFrame
@@ -104,7 +104,7 @@ class BinanceParser:
 
     def __init__(self, symbols: SymbolMap) -> None:
         self._symbols = symbols
-        self._symbol, self._keys = native_symbols(symbols, self.venue, "symbol")
+        self._symbol, self._markets = native_symbols(symbols, self.venue, "symbol")
         self._decode = decoder(_Envelope)
         checks = number_checks()
         self._positive_ok = checks.positive_ok
@@ -134,26 +134,16 @@ class BinanceParser:
                 ts = ms * 1000
             else:
                 raise Decline
-            symbol, key = self._keys[d.native]
-            return [
-                (
-                    key,
-                    {
-                        "type": "bbo",
-                        "schema_version": SCHEMA_VERSION,
-                        "venue": self.venue,
-                        "symbol": symbol,
-                        "ts_exchange": ts,
-                        "ts_ingest": ts_ingest,
-                        "bid_price": bid,
-                        "bid_size": bid_size,
-                        "ask_price": ask,
-                        "ask_size": ask_size,
-                        "sequence": d.last_id,
-                        "origin": "ticker",
-                    },
-                )
-            ]
+            market = self._markets[d.native]
+            bbo = market.bbo.copy()
+            bbo["ts_exchange"] = ts
+            bbo["ts_ingest"] = ts_ingest
+            bbo["bid_price"] = bid
+            bbo["bid_size"] = bid_size
+            bbo["ask_price"] = ask
+            bbo["ask_size"] = ask_size
+            bbo["sequence"] = d.last_id
+            return [(market.key, bbo)]
         if kind == "trade":
             return self._typed_trade(d, d.trade_id, "", frame.ts_ingest)
         if kind == "depthUpdate":
@@ -175,24 +165,15 @@ class BinanceParser:
             or not self._positive_ok(price, size)
         ):
             raise Decline
-        symbol, key = self._keys[d.native]
-        return [
-            (
-                key,
-                {
-                    "type": "trade",
-                    "schema_version": SCHEMA_VERSION,
-                    "venue": self.venue,
-                    "symbol": symbol,
-                    "ts_exchange": ms * 1000,
-                    "ts_ingest": ts_ingest,
-                    "trade_id": f"{prefix}{tid}",
-                    "price": price,
-                    "size": size,
-                    "side": "sell" if maker else "buy",
-                },
-            )
-        ]
+        market = self._markets[d.native]
+        trade = market.trade.copy()
+        trade["ts_exchange"] = ms * 1000
+        trade["ts_ingest"] = ts_ingest
+        trade["trade_id"] = f"{prefix}{tid}"
+        trade["price"] = price
+        trade["size"] = size
+        trade["side"] = "sell" if maker else "buy"
+        return [(market.key, trade)]
 
     def _typed_depth(self, d: _Event, frame: RawFrame) -> list[KeyedItem]:
         first, last, prev, ms = d.first_id, d.last_id, d.prev_id, d.event_ms
@@ -207,7 +188,7 @@ class BinanceParser:
         asks = self._level_pairs(d.asks, True)
         if bids is None or asks is None:
             raise Decline
-        symbol, key = self._keys[d.native]
+        symbol, key, _, _ = self._markets[d.native]
         self._depth_seen(frame.conn_id, symbol)
         msg = DepthMsg(
             self.venue,
