@@ -115,67 +115,62 @@ class BinanceParser:
 
     def typed(self, frame: RawFrame) -> list[KeyedItem]:
         """The fast path: the market events of combined streams; raises on any other
-        frame (the Normalizer then runs :meth:`parse`)."""
-        if frame.hint is not None:
+        frame (the Normalizer then runs :meth:`parse`). Hot: one frame in 1.5 µs, so
+        the frame and market tuples are unpacked rather than read by name."""
+        _, conn_id, ts_ingest, text, hint = frame
+        if hint is not None:
             raise Decline
-        d = self._decode(frame.text).data
+        d = self._decode(text).data
         kind = d.kind
         if kind is None or kind == "bookTicker":  # spot bookTicker has no "e"
-            if d.last_id is None or d.bid_size is None:
-                raise Decline
-            bid, bid_size, ask, ask_size = d.bids, d.bid_size, d.asks, d.ask_size
-            if not self._positive_ok(bid, bid_size, ask, ask_size):
+            seq, bid, bid_size, ask, ask_size = d.last_id, d.bids, d.bid_size, d.asks, d.ask_size
+            if seq is None or not self._positive_ok(bid, bid_size, ask, ask_size):
                 raise Decline  # an empty side (zero price and size), or a bad number
             ms = d.trade_ms or d.event_ms
-            ts_ingest = frame.ts_ingest
             if ms is None:
                 ts = ts_ingest
             elif ms >= 0:
                 ts = ms * 1000
             else:
                 raise Decline
-            market = self._markets[d.native]
-            bbo = market.bbo.copy()
-            bbo["ts_exchange"] = ts
-            bbo["ts_ingest"] = ts_ingest
-            bbo["bid_price"] = bid
-            bbo["bid_size"] = bid_size
-            bbo["ask_price"] = ask
-            bbo["ask_size"] = ask_size
-            bbo["sequence"] = d.last_id
-            return [(market.key, bbo)]
+            _, key, _, record = self._markets[d.native]
+            record = record.copy()
+            record["ts_exchange"] = ts
+            record["ts_ingest"] = ts_ingest
+            record["bid_price"] = bid
+            record["bid_size"] = bid_size
+            record["ask_price"] = ask
+            record["ask_size"] = ask_size
+            record["sequence"] = seq
+            return [(key, record)]
         if kind == "trade":
-            return self._typed_trade(d, d.trade_id, "", frame.ts_ingest)
-        if kind == "depthUpdate":
-            return self._typed_depth(d, frame)
-        if kind == "aggTrade":
+            trade_id = d.trade_id
+            if trade_id is None:
+                raise Decline
+            tid = f"{trade_id}"
+        elif kind == "depthUpdate":
+            return self._typed_depth(d, conn_id, ts_ingest)
+        elif kind == "aggTrade":
             agg_id = d.asks
             if agg_id.__class__ is not int:
                 raise Decline
-            return self._typed_trade(d, agg_id, "agg:", frame.ts_ingest)
-        raise Decline
-
-    def _typed_trade(self, d: _Event, tid: Any, prefix: str, ts_ingest: int) -> list[KeyedItem]:
-        price, size, maker, ms = d.price, d.size, d.maker, d.trade_ms
-        if (
-            tid is None
-            or maker is None
-            or ms is None
-            or ms < 0
-            or not self._positive_ok(price, size)
-        ):
+            tid = f"agg:{agg_id}"  # own namespace, as in the careful path
+        else:
             raise Decline
-        market = self._markets[d.native]
-        trade = market.trade.copy()
-        trade["ts_exchange"] = ms * 1000
-        trade["ts_ingest"] = ts_ingest
-        trade["trade_id"] = f"{prefix}{tid}"
-        trade["price"] = price
-        trade["size"] = size
-        trade["side"] = "sell" if maker else "buy"
-        return [(market.key, trade)]
+        price, size, maker, ms = d.price, d.size, d.maker, d.trade_ms
+        if maker is None or ms is None or ms < 0 or not self._positive_ok(price, size):
+            raise Decline
+        _, key, record, _ = self._markets[d.native]
+        record = record.copy()
+        record["ts_exchange"] = ms * 1000
+        record["ts_ingest"] = ts_ingest
+        record["trade_id"] = tid
+        record["price"] = price
+        record["size"] = size
+        record["side"] = "sell" if maker else "buy"
+        return [(key, record)]
 
-    def _typed_depth(self, d: _Event, frame: RawFrame) -> list[KeyedItem]:
+    def _typed_depth(self, d: _Event, conn_id: str, ts_ingest: int) -> list[KeyedItem]:
         first, last, prev, ms = d.first_id, d.last_id, d.prev_id, d.event_ms
         if first is None or last is None or ms is None or ms < 0:
             raise Decline
@@ -189,7 +184,7 @@ class BinanceParser:
         if bids is None or asks is None:
             raise Decline
         symbol, key, _, _ = self._markets[d.native]
-        self._depth_seen(frame.conn_id, symbol)
+        self._depth_seen(conn_id, symbol)
         msg = DepthMsg(
             self.venue,
             symbol,
@@ -201,8 +196,8 @@ class BinanceParser:
             prev,
             None,
             ms * 1000,
-            frame.ts_ingest,
-            frame.conn_id,
+            ts_ingest,
+            conn_id,
         )
         return [(key, msg)]
 

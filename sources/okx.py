@@ -26,7 +26,7 @@ from sources.numbers import (
     malformed_level,
     number_checks,
 )
-from sources.typed import Decline, KeyedItem, WireInt, WireStruct, decoder, native_symbols
+from sources.typed import Decline, KeyedItem, Market, WireInt, WireStruct, decoder, native_symbols
 from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
 VENUE = "okx"
@@ -229,8 +229,9 @@ class OkxParser:
         return (_micros(d.ts), *bids[0], *asks[0], seq_id)
 
     @staticmethod
-    def _trade_record(market: Any, trade: tuple[Any, ...], ts_ingest: int) -> KeyedItem:
-        record = market.trade.copy()
+    def _trade_record(market: Market, trade: tuple[Any, ...], ts_ingest: int) -> KeyedItem:
+        _, key, template, _ = market
+        record = template.copy()
         (
             record["ts_exchange"],
             record["trade_id"],
@@ -239,11 +240,12 @@ class OkxParser:
             record["side"],
         ) = trade
         record["ts_ingest"] = ts_ingest
-        return (market.key, record)
+        return (key, record)
 
     @staticmethod
-    def _bbo_record(market: Any, bbo: tuple[Any, ...], ts_ingest: int) -> KeyedItem:
-        record = market.bbo.copy()
+    def _bbo_record(market: Market, bbo: tuple[Any, ...], ts_ingest: int) -> KeyedItem:
+        _, key, _, template = market
+        record = template.copy()
         (
             record["ts_exchange"],
             record["bid_price"],
@@ -253,7 +255,7 @@ class OkxParser:
             record["sequence"],
         ) = bbo
         record["ts_ingest"] = ts_ingest
-        return (market.key, record)
+        return (key, record)
 
     def parse(self, frame: RawFrame) -> list[Item]:
         if frame.text == "pong":
