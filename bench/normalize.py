@@ -12,7 +12,9 @@ times, round-robin in one process, ``Normalizer.__call__`` over every frame of a
 
 - ``careful``: ``Normalizer(parsers, typed=False)``: ``orjson.loads`` + hand checks,
   the path every frame took before the typed one (and the one declined frames take);
-- ``typed``: ``Normalizer(parsers)``, as the pipeline runs it;
+- ``typed``: ``Normalizer(parsers)``, as the pipeline runs it (native number checks
+  where built);
+- ``typed-py``: the same with the pure-Python number checks (``CANDLEWAX_NATIVE_BOOK=0``);
 - ``baseline`` (with ``--baseline DIR``): the parser and Normalizer modules of another
   checkout (e.g. git main), loaded from ``DIR`` under other names;
 - ``orjson``: ``orjson.loads`` of the frame text alone, the floor of the old path.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import argparse
 import gc
 import importlib.util
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -100,11 +103,19 @@ def baseline_normalizer(checkout: Path) -> Callable[[RawFrame], Any]:
     return result
 
 
-def normalizer(typed: bool) -> Normalizer:
-    parsers: dict[str, Any] = {
-        "binance": BinanceParser(SymbolMap("binance")),
-        "okx": OkxParser(SymbolMap("okx")),
-    }
+def normalizer(typed: bool, native_checks: bool = True) -> Normalizer:
+    saved = os.environ.get("CANDLEWAX_NATIVE_BOOK")
+    os.environ["CANDLEWAX_NATIVE_BOOK"] = "1" if native_checks else "0"
+    try:  # parsers pick their number checks when built
+        parsers: dict[str, Any] = {
+            "binance": BinanceParser(SymbolMap("binance")),
+            "okx": OkxParser(SymbolMap("okx")),
+        }
+    finally:
+        if saved is None:
+            del os.environ["CANDLEWAX_NATIVE_BOOK"]
+        else:
+            os.environ["CANDLEWAX_NATIVE_BOOK"] = saved
     return Normalizer(parsers, typed=typed)
 
 
@@ -126,6 +137,7 @@ def main() -> None:
     variants: dict[str, Callable[[], Callable[[RawFrame], Any]]] = {
         "careful": lambda: normalizer(typed=False),
         "typed": lambda: normalizer(typed=True),
+        "typed-py": lambda: normalizer(typed=True, native_checks=False),
     }
     if args.baseline is not None:
         variants["baseline"] = lambda: baseline_normalizer(args.baseline)
