@@ -207,24 +207,31 @@ def py_level_pairs(levels: Any, deletes: bool) -> Pairs | None:
     """The (price, size) pairs of ``levels``, a list of tuples or lists whose first two
     elements are price and size strings (more are ignored), or None when any level
     breaks the rules of :func:`check_levels`. ``levels`` itself when each level is a
-    2-tuple already, else a new list of 2-tuples."""
+    2-tuple already (msgspec's ``tuple[str, str]``), else a new list of 2-tuples."""
     if levels.__class__ is not list:
         return None
     pairs = [
-        (lvl[0], lvl[1])
+        lvl
         for lvl in levels
-        if (lvl.__class__ is tuple or lvl.__class__ is list)
-        and len(lvl) >= 2
+        if lvl.__class__ is tuple
+        and len(lvl) == 2
         and lvl[0].__class__ is str
         and lvl[1].__class__ is str
     ]
-    if len(pairs) != len(levels) or not _levels_valid(pairs, deletes):
-        return None
-    for lvl in levels:
-        if lvl.__class__ is not tuple or len(lvl) != 2:
-            return pairs
-    result: Pairs = levels
-    return result
+    if len(pairs) != len(levels):
+        pairs = [
+            (lvl[0], lvl[1])
+            for lvl in levels
+            if (lvl.__class__ is tuple or lvl.__class__ is list)
+            and len(lvl) >= 2
+            and lvl[0].__class__ is str
+            and lvl[1].__class__ is str
+        ]
+        if len(pairs) != len(levels):
+            return None
+    else:
+        pairs = levels
+    return pairs if _levels_valid(pairs, deletes) else None
 
 
 def _levels_valid(levels: Pairs, deletes: bool) -> bool:

@@ -60,13 +60,13 @@ fn size_ok(value: &Bound<'_, PyAny>, zero_ok: bool) -> bool {
 /// True when every argument is a `str` of positive decimal text.
 #[pyfunction(signature = (*values))]
 fn positive_ok(values: &Bound<'_, PyTuple>) -> bool {
-    values.iter().all(|value| positive(&value))
+    values.iter_borrowed().all(|value| positive(&value))
 }
 
 /// True when every argument is a `str` of decimal text (zero included).
 #[pyfunction(signature = (*values))]
 fn decimal_ok(values: &Bound<'_, PyTuple>) -> bool {
-    values.iter().all(|value| size_ok(&value, true))
+    values.iter_borrowed().all(|value| size_ok(&value, true))
 }
 
 /// The (price, size) pairs of `levels`, a list of tuples or lists whose first two
