@@ -67,7 +67,7 @@ class _Event(WireStruct):
 class _Envelope(WireStruct):
     """``{"stream": "btcusdt@trade", "data": {..}}``; the event says its own kind."""
 
-    stream: str
+    stream: msgspec.Raw  # any value, as for the careful path; not converted
     data: _Event
 
 
