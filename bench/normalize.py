@@ -2,7 +2,7 @@
 
 Run from the repository root (docs/benchmarks.md has the results)::
 
-    .venv/bin/python bench/normalize.py                       # 7 rounds
+    .venv/bin/python bench/normalize.py                       # 5 rounds, ~3 min
     .venv/bin/python bench/normalize.py --baseline /work/main # also an older checkout's code
 
 Input: the two bundled hftbacktest captures (Binance spot BTCUSDT and ETHUSDT,
@@ -128,7 +128,7 @@ def cpu_per_frame(fn: Callable[[Any], Any], frames: Sequence[RawFrame]) -> float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--repeat", type=int, default=7, help="rounds (best is kept)")
+    parser.add_argument("--repeat", type=int, default=5, help="rounds (best is kept)")
     parser.add_argument("--baseline", type=Path, help="another checkout to time too")
     parser.add_argument("--okx-repeat", type=int, default=20, help="copies of the OKX capture")
     args = parser.parse_args()

@@ -210,9 +210,11 @@ def py_level_pairs(levels: Any, deletes: bool) -> Pairs | None:
     2-tuple already (msgspec's ``tuple[str, str]``), else a new list of 2-tuples."""
     if levels.__class__ is not list:
         return None
+    # Binance levels come as 2-tuples, kept as they are; OKX's 4-element ones are cut.
+    first = levels[0] if levels else None
     pairs = [
         lvl
-        for lvl in levels
+        for lvl in (levels if first.__class__ is tuple and len(first) == 2 else ())
         if lvl.__class__ is tuple
         and len(lvl) == 2
         and lvl[0].__class__ is str
