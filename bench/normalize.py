@@ -2,7 +2,7 @@
 
 Run from the repository root (docs/benchmarks.md has the results)::
 
-    .venv/bin/python bench/normalize.py                       # 5 rounds, ~3 min
+    .venv/bin/python bench/normalize.py                       # 5 rounds, ~1 min
     .venv/bin/python bench/normalize.py --baseline /work/main # also an older checkout's code
 
 Input: the two bundled hftbacktest captures (Binance spot BTCUSDT and ETHUSDT,
@@ -143,7 +143,7 @@ def main() -> None:
         variants["baseline"] = lambda: baseline_normalizer(args.baseline)
 
     for kind, frames in kinds.items():  # same items from every variant, else no timing
-        outputs = {name: [make()(f) for f in frames] for name, make in variants.items()}
+        outputs = {name: list(map(make(), frames)) for name, make in variants.items()}
         first = outputs.pop("careful")
         for name, out in outputs.items():
             if out != first:
