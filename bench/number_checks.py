@@ -22,6 +22,11 @@ normalize, dedupe, bars, books) and the Bytewax dataflow (1 worker, batches of
 128, null sink; ``off`` and ``on`` only), and prints the best CPU time per frame
 (``time.process_time``: on a shared machine wall time mostly measures waiting)
 and the ratio to ``off``. Every variant must emit the same number of records.
+
+Since the typed fast path (``sources/typed.py``, issue 8) these variants only reach
+the careful path, which now serves declined frames: the parser cases run
+``Normalizer(parsers, typed=False)``; the pipeline and dataflow cases run the typed
+path, untouched by the variants. ``bench/normalize.py`` measures the typed path.
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from bench.pipeline import PlainPipeline, bench_config, load_frames, merged, run_dataflow
 from flows.pipeline import build_normalizer
+from operators.normalize import Normalizer
 from sources import binance, numbers
 from sources.frames import RawFrame
 
@@ -78,7 +84,7 @@ def variant(name: str) -> Iterator[None]:
 
 
 def time_normalize(frames: Sequence[RawFrame]) -> tuple[float, int]:
-    normalize = build_normalizer(bench_config())
+    normalize = Normalizer(build_normalizer(bench_config()).parsers, typed=False)
     start = time.process_time()
     items = 0
     for frame in frames:

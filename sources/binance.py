@@ -3,22 +3,33 @@
 Frames are combined-stream envelopes ``{"stream":..,"data":{..}}`` or raw
 stream events, plus REST depth snapshots injected by the source with a
 ``depth_snapshot:<NATIVE>`` hint. Prices and sizes stay the exact strings
-Binance sent. This is the hot path: one ``orjson.loads`` per frame, field
-checks are identity tests on types, symbol lookups hit a per-parser cache.
+Binance sent. ``typed`` is the hot path (``sources/typed.py``): one msgspec decode
+of a combined-stream envelope into :class:`_Envelope`, numbers checked in one call,
+records built in place; ``parse`` is the careful path behind it (``orjson.loads``,
+hand checks, the dead-letter reasons), which also serves raw stream events, REST
+snapshots and control frames.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import SNAPSHOT_HINT, RawFrame
-from sources.numbers import check_levels, check_positive, check_ticker, malformed_level
-from sources.venue import FRAME_FAULTS, FrameError, Item, NativeSymbols, frame_error
+from sources.numbers import (
+    check_levels,
+    check_positive,
+    check_ticker,
+    malformed_level,
+    number_checks,
+)
+from sources.typed import Decline, KeyedItem, WireInt, WireStruct, decoder, native_symbols
+from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
 _HINT_LEN = len(SNAPSHOT_HINT)
 MAX_STREAMS = 1024  # per connection, both markets
@@ -26,6 +37,38 @@ _STREAM_SUFFIX = {"trades": "@trade", "book": "@depth@100ms", "bbo": "@bookTicke
 # Field names for dead-letter reasons, by trade-id prefix ("" trade, "agg:" aggTrade).
 _TRADE_FIELDS = {"": ("trade p", "trade q"), "agg:": ("aggTrade p", "aggTrade q")}
 _TICKER_FIELDS = ("bookTicker b", "bookTicker B", "bookTicker a", "bookTicker A")
+
+
+class _Event(WireStruct):
+    """Every market event Binance sends on a combined stream, one superset: spot and
+    USD-M ``bookTicker``, ``trade``, ``aggTrade``, ``depthUpdate``. ``b``/``a`` are
+    ticker prices, level lists or (``aggTrade``) the aggregate id."""
+
+    kind: str | None = msgspec.field(default=None, name="e")
+    event_ms: WireInt | None = msgspec.field(default=None, name="E")
+    trade_ms: WireInt | None = msgspec.field(default=None, name="T")
+    native: str | None = msgspec.field(default=None, name="s")
+    first_id: WireInt | None = msgspec.field(default=None, name="U")
+    last_id: WireInt | None = msgspec.field(default=None, name="u")
+    prev_id: WireInt | None = msgspec.field(default=None, name="pu")
+    bids: str | WireInt | list[tuple[str, str]] | None = msgspec.field(default=None, name="b")
+    bid_size: str | None = msgspec.field(default=None, name="B")
+    asks: str | WireInt | list[tuple[str, str]] | None = msgspec.field(default=None, name="a")
+    ask_size: str | None = msgspec.field(default=None, name="A")
+    trade_id: WireInt | None = msgspec.field(default=None, name="t")
+    price: str | None = msgspec.field(default=None, name="p")
+    size: str | None = msgspec.field(default=None, name="q")
+    maker: bool | None = msgspec.field(default=None, name="m")
+    best_match: bool | None = msgspec.field(default=None, name="M")
+    first_trade: WireInt | None = msgspec.field(default=None, name="f")
+    last_trade: WireInt | None = msgspec.field(default=None, name="l")
+
+
+class _Envelope(WireStruct):
+    """``{"stream": "btcusdt@trade", "data": {..}}``; the event says its own kind."""
+
+    stream: msgspec.Raw  # any value, as for the careful path; not converted
+    data: _Event
 
 
 def _levels(raw: Any, side: str, deletes: bool) -> Levels:
@@ -61,10 +104,102 @@ class BinanceParser:
 
     def __init__(self, symbols: SymbolMap) -> None:
         self._symbols = symbols
-        self._symbol = NativeSymbols(symbols, "symbol")
+        self._symbol, self._markets = native_symbols(symbols, self.venue, "symbol")
+        self._decode = decoder(_Envelope)
+        checks = number_checks()
+        self._positive_ok = checks.positive_ok
+        self._level_pairs = checks.level_pairs
         # Depth symbols seen per connection: a symbol-less snapshot belongs to its
         # connection's only symbol (several one-symbol captures may share a parser).
         self._depth_by_conn: dict[str, set[str]] = {}
+
+    def typed(self, frame: RawFrame) -> list[KeyedItem]:
+        """The fast path: the market events of combined streams; raises on any other
+        frame (the Normalizer then runs :meth:`parse`). Hot: one frame in 1.5 µs, so
+        the frame and market tuples are unpacked rather than read by name."""
+        _, conn_id, ts_ingest, text, hint = frame
+        if hint is not None:
+            raise Decline
+        d = self._decode(text).data
+        kind = d.kind
+        if kind is None or kind == "bookTicker":  # spot bookTicker has no "e"
+            seq, bid, bid_size, ask, ask_size = d.last_id, d.bids, d.bid_size, d.asks, d.ask_size
+            if seq is None or not self._positive_ok(bid, bid_size, ask, ask_size):
+                raise Decline  # an empty side (zero price and size), or a bad number
+            ms = d.trade_ms or d.event_ms
+            if ms is None:
+                ts = ts_ingest
+            elif ms >= 0:
+                ts = ms * 1000
+            else:
+                raise Decline
+            _, key, _, record = self._markets[d.native]
+            record = record.copy()
+            record["ts_exchange"] = ts
+            record["ts_ingest"] = ts_ingest
+            record["bid_price"] = bid
+            record["bid_size"] = bid_size
+            record["ask_price"] = ask
+            record["ask_size"] = ask_size
+            record["sequence"] = seq
+            return [(key, record)]
+        if kind == "trade":
+            trade_id = d.trade_id
+            if trade_id is None:
+                raise Decline
+            tid = f"{trade_id}"
+        elif kind == "depthUpdate":
+            return self._typed_depth(d, conn_id, ts_ingest)
+        elif kind == "aggTrade":
+            agg_id = d.asks
+            if agg_id.__class__ is not int:
+                raise Decline
+            tid = f"agg:{agg_id}"  # own namespace, as in the careful path
+        else:
+            raise Decline
+        price, size, maker, ms = d.price, d.size, d.maker, d.trade_ms
+        if maker is None or ms is None or ms < 0 or not self._positive_ok(price, size):
+            raise Decline
+        _, key, record, _ = self._markets[d.native]
+        record = record.copy()
+        record["ts_exchange"] = ms * 1000
+        record["ts_ingest"] = ts_ingest
+        record["trade_id"] = tid
+        record["price"] = price
+        record["size"] = size
+        record["side"] = "sell" if maker else "buy"
+        return [(key, record)]
+
+    def _typed_depth(self, d: _Event, conn_id: str, ts_ingest: int) -> list[KeyedItem]:
+        first, last, prev, ms = d.first_id, d.last_id, d.prev_id, d.event_ms
+        if first is None or last is None or ms is None or ms < 0:
+            raise Decline
+        if self._usdm:
+            if prev is None:
+                raise Decline
+        else:
+            prev = None
+        bids = self._level_pairs(d.bids, True)
+        asks = self._level_pairs(d.asks, True)
+        if bids is None or asks is None:
+            raise Decline
+        symbol, key, _, _ = self._markets[d.native]
+        self._depth_seen(conn_id, symbol)
+        msg = DepthMsg(
+            self.venue,
+            symbol,
+            "update",
+            bids,
+            asks,
+            first,
+            last,
+            prev,
+            None,
+            ms * 1000,
+            ts_ingest,
+            conn_id,
+        )
+        return [(key, msg)]
 
     def parse(self, frame: RawFrame) -> list[Item]:
         try:
@@ -145,12 +280,7 @@ class BinanceParser:
         ):
             raise FrameError("depthUpdate: U, u (and pu on USD-M) must be integers")
         symbol = self._symbol(d["s"])
-        seen = self._depth_by_conn.get(frame.conn_id)
-        if seen is None:
-            if len(self._depth_by_conn) >= 64:  # live runs open a connection per reconnect
-                del self._depth_by_conn[next(iter(self._depth_by_conn))]
-            seen = self._depth_by_conn[frame.conn_id] = set()
-        seen.add(symbol)
+        self._depth_seen(frame.conn_id, symbol)
         return DepthMsg(
             self.venue,
             symbol,
@@ -165,6 +295,14 @@ class BinanceParser:
             frame.ts_ingest,
             frame.conn_id,
         )
+
+    def _depth_seen(self, conn_id: str, symbol: str) -> None:
+        seen = self._depth_by_conn.get(conn_id)
+        if seen is None:
+            if len(self._depth_by_conn) >= 64:  # live runs open a connection per reconnect
+                del self._depth_by_conn[next(iter(self._depth_by_conn))]
+            seen = self._depth_by_conn[conn_id] = set()
+        seen.add(symbol)
 
     def _snapshot(self, frame: RawFrame) -> DepthMsg:
         body = orjson.loads(frame.text)

@@ -16,12 +16,22 @@ once with ``orjson.dumps`` (``[["61837.63","0.5"],..]``), then a few C-speed
 ticker (2 or 4 numbers) takes one regex per number. Anything failing the fast
 path runs the per-number regex, which is the authority and writes the reason.
 ``tests/test_bad_numbers.py`` fuzzes the bulk check against the regex.
+
+The typed path (``sources/typed.py``) asks yes/no questions instead, one call per
+frame or level list: :class:`Checks` (``positive_ok``, ``level_pairs``), native
+(``native/src/decimals.rs``, in the ``operators._book_native`` extension) where it
+was built, else pure Python; ``CANDLEWAX_NATIVE_BOOK=0`` forces Python, as for the
+book. A "no" only sends the frame to the careful path, which writes the reason.
+``tests/test_typed_decode.py`` fuzzes both forms against the regexes and each other.
 """
 
 from __future__ import annotations
 
+import importlib
+import os
 import re
-from typing import Any
+from collections.abc import Callable
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -176,3 +186,92 @@ def _side(pair: tuple[Any, Any], price_field: str, size_field: str) -> Side:
 
 def _is_zero(text: Any) -> bool:
     return text.__class__ is str and _DECIMAL.fullmatch(text) is not None and not text.strip("0.")
+
+
+# ---- yes/no checks for the typed path ----
+
+Pairs = list[tuple[str, str]]
+
+
+def py_positive_ok(*values: Any) -> bool:
+    """True when every value is a ``str`` of positive decimal text."""
+    return _all_positive(values)
+
+
+def py_decimal_ok(*values: Any) -> bool:
+    """True when every value is a ``str`` of decimal text (zero included)."""
+    return all(value.__class__ is str and _decimal_text(value) is not None for value in values)
+
+
+def py_level_pairs(levels: Any, deletes: bool) -> Pairs | None:
+    """The (price, size) pairs of ``levels``, a list of tuples or lists whose first two
+    elements are price and size strings (more are ignored), or None when any level
+    breaks the rules of :func:`check_levels`. ``levels`` itself when each level is a
+    2-tuple already (msgspec's ``tuple[str, str]``), else a new list of 2-tuples."""
+    if levels.__class__ is not list:
+        return None
+    # Binance levels come as 2-tuples, kept as they are; OKX's 4-element ones are cut.
+    first = levels[0] if levels else None
+    pairs = [
+        lvl
+        for lvl in (levels if first.__class__ is tuple and len(first) == 2 else ())
+        if lvl.__class__ is tuple
+        and len(lvl) == 2
+        and lvl[0].__class__ is str
+        and lvl[1].__class__ is str
+    ]
+    if len(pairs) != len(levels):
+        pairs = [
+            (lvl[0], lvl[1])
+            for lvl in levels
+            if (lvl.__class__ is tuple or lvl.__class__ is list)
+            and len(lvl) >= 2
+            and lvl[0].__class__ is str
+            and lvl[1].__class__ is str
+        ]
+        if len(pairs) != len(levels):
+            return None
+    else:
+        pairs = levels
+    return pairs if _levels_valid(pairs, deletes) else None
+
+
+def _levels_valid(levels: Pairs, deletes: bool) -> bool:
+    if len(levels) >= _BULK_FROM and _bulk_ok(levels, deletes):
+        return True
+    sizes = _decimal_text if deletes else _positive_text
+    return all(
+        _positive_text(price) is not None and sizes(size) is not None for price, size in levels
+    )
+
+
+class Checks(NamedTuple):
+    positive_ok: Callable[..., bool]
+    decimal_ok: Callable[..., bool]
+    level_pairs: Callable[[Any, bool], Pairs | None]
+    native: bool
+
+
+PYTHON_CHECKS = Checks(py_positive_ok, py_decimal_ok, py_level_pairs, native=False)
+
+
+def _load_native() -> Checks | None:
+    try:
+        module = importlib.import_module("operators._book_native")
+    except ImportError:  # not built here (no cargo): the Python checks serve
+        return None
+    try:
+        return Checks(module.positive_ok, module.decimal_ok, module.level_pairs, native=True)
+    except AttributeError:  # an extension built before the checks existed
+        return None
+
+
+NATIVE_CHECKS = _load_native()
+
+
+def number_checks() -> Checks:
+    """The checks a parser built now uses: native where built, unless
+    ``CANDLEWAX_NATIVE_BOOK=0``."""
+    if NATIVE_CHECKS is None or os.environ.get("CANDLEWAX_NATIVE_BOOK", "1") == "0":
+        return PYTHON_CHECKS
+    return NATIVE_CHECKS

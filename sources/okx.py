@@ -3,20 +3,31 @@
 Pushes look like ``{"arg":{"channel","instId"},"action"?,"data":[..]}``;
 events (acks, errors, notices) like ``{"event":..}``; the keep-alive reply is
 the bare text ``pong``. Prices and sizes stay the exact strings OKX sent.
+``typed`` is the hot path (``sources/typed.py``): one msgspec decode of a push into
+:class:`_Push`; ``parse`` is the careful path behind it (``orjson.loads``, hand
+checks, the dead-letter reasons), which also serves events and ``pong``.
 """
 
 from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import orjson
 
 from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
-from sources.numbers import check_levels, check_positive, check_ticker, malformed_level
-from sources.venue import FRAME_FAULTS, FrameError, Item, NativeSymbols, frame_error
+from sources.numbers import (
+    check_levels,
+    check_positive,
+    check_ticker,
+    malformed_level,
+    number_checks,
+)
+from sources.typed import Decline, KeyedItem, Market, WireInt, WireStruct, decoder, native_symbols
+from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
 VENUE = "okx"
 # Channels carrying snapshot + update books with seqId/checksum (the simulator reuses it).
@@ -34,6 +45,57 @@ _TICKER_FIELDS = (
     "okx tickers askPx",
     "okx tickers askSz",
 )
+
+
+_Text = str | None
+_IntOrText = WireInt | str | None
+
+
+class _Arg(WireStruct):
+    channel: str
+    inst_id: str = msgspec.field(name="instId")
+
+
+class _Data(WireStruct):
+    """One element of a push's ``data``: every field of ``trades``, ``books*``,
+    ``bbo-tbt`` and ``tickers``, one superset. Levels are
+    ``[price, size, "0", orders]``."""
+
+    ts: _Text = None
+    # trades
+    inst_id: _Text = msgspec.field(default=None, name="instId")
+    trade_id: _Text = msgspec.field(default=None, name="tradeId")
+    px: _Text = None
+    sz: _Text = None
+    side: _Text = None
+    count: _Text = None
+    # books, books5, bbo-tbt
+    asks: list[tuple[str, ...]] | None = None
+    bids: list[tuple[str, ...]] | None = None
+    checksum: _IntOrText = None
+    seq_id: _IntOrText = msgspec.field(default=None, name="seqId")
+    prev_seq_id: _IntOrText = msgspec.field(default=None, name="prevSeqId")
+    # tickers
+    inst_type: _Text = msgspec.field(default=None, name="instType")
+    bid_px: _Text = msgspec.field(default=None, name="bidPx")
+    bid_sz: _Text = msgspec.field(default=None, name="bidSz")
+    ask_px: _Text = msgspec.field(default=None, name="askPx")
+    ask_sz: _Text = msgspec.field(default=None, name="askSz")
+    last: _Text = None
+    last_sz: _Text = msgspec.field(default=None, name="lastSz")
+    open24h: _Text = None
+    high24h: _Text = None
+    low24h: _Text = None
+    vol_ccy24h: _Text = msgspec.field(default=None, name="volCcy24h")
+    vol24h: _Text = None
+    sod_utc0: _Text = msgspec.field(default=None, name="sodUtc0")
+    sod_utc8: _Text = msgspec.field(default=None, name="sodUtc8")
+
+
+class _Push(WireStruct):
+    arg: _Arg
+    data: list[_Data]
+    action: _Text = None
 
 
 def _levels(raw: Any, side: str, deletes: bool) -> Levels:
@@ -81,7 +143,119 @@ class OkxParser:
 
     def __init__(self, symbols: SymbolMap) -> None:
         self._symbols = symbols
-        self._symbol = NativeSymbols(symbols, "instId")
+        self._symbol, self._markets = native_symbols(symbols, VENUE, "instId")
+        self._decode = decoder(_Push)
+        checks = number_checks()
+        self._positive_ok = checks.positive_ok
+        self._level_pairs = checks.level_pairs
+
+    def typed(self, frame: RawFrame) -> list[KeyedItem]:
+        """The fast path: pushes of the data channels; raises on any other frame
+        (the Normalizer then runs :meth:`parse`)."""
+        push = self._decode(frame.text)
+        channel = push.arg.channel
+        if channel in BOOK_CHANNELS:
+            kind = push.action
+            if kind != "snapshot" and kind != "update":
+                raise Decline
+            depth = [self._typed_depth(d, kind) for d in push.data]
+        elif channel == "books5":
+            depth = [self._typed_depth(d, "snapshot") for d in push.data]
+        elif channel == "trades":
+            trades = [self._typed_trade(d) for d in push.data]
+            market = self._markets[push.arg.inst_id]
+            return [self._trade_record(market, t, frame.ts_ingest) for t in trades]
+        elif channel == "tickers":
+            bbos = [self._typed_ticker(d) for d in push.data]
+            market = self._markets[push.arg.inst_id]
+            return [self._bbo_record(market, b, frame.ts_ingest) for b in bbos]
+        elif channel == "bbo-tbt":
+            bbos = [self._typed_bbo(d) for d in push.data]
+            market = self._markets[push.arg.inst_id]
+            return [self._bbo_record(market, b, frame.ts_ingest) for b in bbos]
+        else:
+            raise Decline
+        symbol, key, _, _ = self._markets[push.arg.inst_id]
+        return [
+            (
+                key,
+                DepthMsg(
+                    VENUE,
+                    symbol,
+                    kind,
+                    bids,
+                    asks,
+                    None,
+                    seq_id,
+                    prev_seq_id,
+                    checksum,
+                    ts,
+                    frame.ts_ingest,
+                    frame.conn_id,
+                ),
+            )
+            for kind, bids, asks, seq_id, prev_seq_id, checksum, ts in depth
+        ]
+
+    def _typed_depth(self, d: _Data, kind: str) -> tuple[Any, ...]:
+        deletes = kind == "update"
+        bids = self._level_pairs(d.bids, deletes)
+        asks = self._level_pairs(d.asks, deletes)
+        if bids is None or asks is None:
+            raise Decline
+        checksum = _opt_int(d.checksum, "checksum")
+        seq_id = _opt_int(d.seq_id, "seqId")
+        prev_seq_id = _opt_int(d.prev_seq_id, "prevSeqId")
+        return (kind, bids, asks, seq_id, prev_seq_id, checksum or None, _micros(d.ts))
+
+    def _typed_trade(self, d: _Data) -> tuple[Any, ...]:
+        px, sz, side, tid = d.px, d.sz, d.side, d.trade_id
+        if tid is None or side not in _SIDES or not self._positive_ok(px, sz):
+            raise Decline
+        return (_micros(d.ts), tid, px, sz, side)
+
+    def _typed_ticker(self, d: _Data) -> tuple[Any, ...]:
+        bid, bid_size, ask, ask_size = d.bid_px, d.bid_sz, d.ask_px, d.ask_sz
+        if not self._positive_ok(bid, bid_size, ask, ask_size):
+            raise Decline  # an empty side (empty strings), or a bad number
+        return (_micros(d.ts), bid, bid_size, ask, ask_size, None)
+
+    def _typed_bbo(self, d: _Data) -> tuple[Any, ...]:
+        bids = self._level_pairs(d.bids, False)
+        asks = self._level_pairs(d.asks, False)
+        if bids is None or asks is None or not bids or not asks:
+            raise Decline  # an empty side: the careful path writes None
+        seq_id = _opt_int(d.seq_id, "seqId")
+        return (_micros(d.ts), *bids[0], *asks[0], seq_id)
+
+    @staticmethod
+    def _trade_record(market: Market, trade: tuple[Any, ...], ts_ingest: int) -> KeyedItem:
+        _, key, template, _ = market
+        record = template.copy()
+        (
+            record["ts_exchange"],
+            record["trade_id"],
+            record["price"],
+            record["size"],
+            record["side"],
+        ) = trade
+        record["ts_ingest"] = ts_ingest
+        return (key, record)
+
+    @staticmethod
+    def _bbo_record(market: Market, bbo: tuple[Any, ...], ts_ingest: int) -> KeyedItem:
+        _, key, _, template = market
+        record = template.copy()
+        (
+            record["ts_exchange"],
+            record["bid_price"],
+            record["bid_size"],
+            record["ask_price"],
+            record["ask_size"],
+            record["sequence"],
+        ) = bbo
+        record["ts_ingest"] = ts_ingest
+        return (key, record)
 
     def parse(self, frame: RawFrame) -> list[Item]:
         if frame.text == "pong":

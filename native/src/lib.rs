@@ -14,6 +14,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyList, PyString, PyTuple};
 use std::collections::BTreeMap;
 
+mod decimals;
 mod diff;
 
 create_exception!(_book_native, NotRepresentable, PyValueError);
@@ -222,5 +223,6 @@ fn _book_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<NativeSide>()?;
     m.add_function(wrap_pyfunction!(diff::apply_diff, m)?)?;
     m.add("NotRepresentable", m.py().get_type::<NotRepresentable>())?;
+    decimals::register(m)?;
     Ok(())
 }
