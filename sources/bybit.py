@@ -16,12 +16,13 @@ configured with, else linear (Bybit's public history dumps, e.g. ``ob500``, are 
 from __future__ import annotations
 
 import re
+from dataclasses import replace
 from typing import Any
 
 import orjson
 
 from candlewax.schema import make_bbo, make_status, make_trade
-from candlewax.symbols import BYBIT_LINEAR, SymbolMap, split_unified
+from candlewax.symbols import BYBIT_LINEAR, SymbolMap, split_unified, to_native
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
 from sources.numbers import check_levels, check_positive, malformed_level, number_checks
@@ -403,3 +404,92 @@ class BybitParser:
 
 
 PARSER = BybitParser
+
+
+# Live: what each configured channel subscribes to, per market. Spot tickers carry no
+# bid/ask in v5, so spot ``bbo`` comes from the rebuilt book (subscribe ``book``).
+BOOK_DEPTH = 200  # orderbook.200: 100 ms pushes on both markets, the captures' depth
+_TOPICS = {
+    LINEAR: {"trades": "publicTrade", "book": f"orderbook.{BOOK_DEPTH}", "bbo": "tickers"},
+    SPOT: {"trades": "publicTrade", "book": f"orderbook.{BOOK_DEPTH}"},
+}
+ARGS_PER_REQUEST = 10  # spot's limit per subscribe request; used on linear too
+_ENDPOINT = re.compile(r"/v5/public/(spot|linear)/?$")
+
+
+def market_url(ws_url: str, market: str) -> str:
+    """The ``market`` endpoint on the host of ``ws_url`` (which may name either market
+    or none): ``wss://stream.bybit.com/v5/public/linear`` -> ``.../v5/public/spot``."""
+    return f"{_ENDPOINT.sub('', ws_url.rstrip('/'))}/v5/public/{market}"
+
+
+class BybitProtocol:
+    """Live protocol: subscribe ops in batches of 10 args, ``{"op":"ping"}`` every 20 s,
+    resync = unsubscribe + subscribe the symbol's orderbook topic (a new snapshot).
+    One connection per market (:meth:`market_specs`); ``connect_url`` keeps the URL."""
+
+    venue = VENUE
+    default_ws_url = "wss://stream.bybit.com/v5/public/linear"
+    default_rest_url: str | None = None
+    app_ping_text: str | None = '{"op":"ping"}'
+    app_ping_interval: float | None = 20.0  # Bybit's recommendation
+    max_lifetime: float | None = None
+
+    def __init__(self, market: str | None = None) -> None:
+        # None: the registry's instance, before market_specs made one per market.
+        self.market = market
+
+    def market_specs(self, spec: Any, symbols: list[str]) -> list[Any]:
+        """``spec`` (a ``sources.live.ConnectionSpec``) split into one per market: that
+        market's symbols, its endpoint, and the market in the connection ids, which is
+        how the parser tells ``BTCUSDT`` spot from ``BTCUSDT`` linear."""
+        url = spec.ws_url or self.default_ws_url
+        specs = []
+        for market in MARKETS:
+            natives = [to_native(VENUE, s) for s in symbols if market_of_symbol(s) == market]
+            if natives:
+                specs.append(
+                    replace(
+                        spec,
+                        natives=natives,
+                        ws_url=market_url(url, market),
+                        conn_prefix=f"{spec.conn_prefix}{market}-",
+                        protocol=BybitProtocol(market),
+                    )
+                )
+        return specs
+
+    def connect_url(self, ws_url: str, natives: list[str], channels: list[str]) -> str:
+        return ws_url
+
+    def subscribe_messages(self, natives: list[str], channels: list[str]) -> list[str]:
+        unknown = [c for c in channels if c not in _TOPICS[LINEAR]]
+        if unknown:
+            raise ValueError(f"bybit: unknown channels {unknown}; use {list(_TOPICS[LINEAR])}")
+        topics = _TOPICS[self.market or LINEAR]
+        args = [f"{topics[c]}.{n}" for n in natives for c in channels if c in topics]
+        return [
+            _op("subscribe", args[i : i + ARGS_PER_REQUEST])
+            for i in range(0, len(args), ARGS_PER_REQUEST)
+        ]
+
+    def snapshot_url(self, rest_url: str, native: str) -> str | None:
+        return None  # orderbook snapshots come in-band
+
+    def resync_messages(self, native: str) -> list[str]:
+        args = [f"orderbook.{BOOK_DEPTH}.{native}"]
+        return [_op("unsubscribe", args), _op("subscribe", args)]
+
+    def is_control(self, text: str) -> bool:
+        # {"success":true,"ret_msg":"pong","conn_id":"..","req_id":"","op":"ping"}
+        return len(text) < 256 and '"op":"ping"' in text and '"success":true' in text
+
+    def is_shutdown_notice(self, text: str) -> bool:
+        return False  # Bybit sends none on public streams
+
+
+def _op(op: str, args: list[str]) -> str:
+    return orjson.dumps({"op": op, "args": args}).decode()
+
+
+PROTOCOL = BybitProtocol()

@@ -16,6 +16,7 @@ PROTOCOLS: dict[str, VenueProtocol] = {
     "binance": binance.PROTOCOL,
     "binance-usdm": binance.USDM_PROTOCOL,
     "okx": okx.PROTOCOL,
+    "bybit": bybit.PROTOCOL,
 }
 
 
