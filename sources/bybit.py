@@ -40,6 +40,7 @@ _IGNORED_CHANNELS = frozenset({"kline", "allLiquidation", "liquidation"})
 _TICKER_FIELDS = ("bybit tickers bid1Price", "bybit tickers bid1Size")
 _ASK_FIELDS = ("bybit tickers ask1Price", "bybit tickers ask1Size")
 _EMPTY = ("", "0")
+_TOP_OF_BOOK = "orderbook.1."  # level-1 books: BBO records, not depth
 
 
 def market_of(conn_id: str, default: str = LINEAR) -> str:
@@ -218,6 +219,19 @@ class BybitParser:
             asks = self._level_pairs(d.a, kind == "update")
             if bids is None or asks is None:
                 raise Decline
+            if push.topic.startswith(_TOP_OF_BOOK):
+                if kind != "snapshot":
+                    raise Decline
+                _, key, _, template = self._markets[market][d.s]
+                record = template.copy()
+                record["ts_exchange"] = push.ts * 1000
+                record["ts_ingest"] = frame.ts_ingest
+                if bids:
+                    record["bid_price"], record["bid_size"] = bids[0]
+                if asks:
+                    record["ask_price"], record["ask_size"] = asks[0]
+                record["sequence"] = d.u
+                return [(key, record)]
             symbol, key, _, _ = self._markets[market][d.s]
             msg = DepthMsg(
                 VENUE,
@@ -326,6 +340,8 @@ class BybitParser:
             book_kind = _BOOK_KINDS.get(kind)
             if book_kind is None:
                 raise FrameError(f"bybit orderbook: unknown type {kind!r}")
+            if topic.startswith(_TOP_OF_BOOK):
+                return [self._top_of_book(data, kind, symbols, ts, frame.ts_ingest)]
             deletes = book_kind == "update"
             bids = _levels(data["b"], f"bybit orderbook {kind} b", deletes)
             asks = _levels(data["a"], f"bybit orderbook {kind} a", deletes)
@@ -374,6 +390,27 @@ class BybitParser:
             ]
         raise FrameError(f"bybit: unknown topic {topic!r}")
 
+    def _top_of_book(
+        self, data: Any, kind: str, symbols: NativeSymbols, ts: int, ts_ingest: int
+    ) -> dict[str, Any]:
+        """``orderbook.1``: a snapshot of the best level each side, read as a BBO (the
+        venue's own top of book: spot's only BBO stream, tickers lack bid/ask there)."""
+        if kind != "snapshot":
+            raise FrameError(f"bybit orderbook.1: a level-1 book is snapshots only, got {kind!r}")
+        bids = _levels(data["b"], "bybit orderbook.1 b", False)
+        asks = _levels(data["a"], "bybit orderbook.1 a", False)
+        u = _int(data["u"], "u")
+        return make_bbo(
+            VENUE,
+            symbols(data["s"]),
+            ts,
+            ts_ingest,
+            bids[0] if bids else None,
+            asks[0] if asks else None,
+            u,
+            "ticker",
+        )
+
     def _trade(self, t: Any) -> tuple[tuple[Any, ...], Any]:
         price, size, taker = t["p"], t["v"], t["S"]
         check_positive((price, size), ("bybit publicTrade p", "bybit publicTrade v"))
@@ -407,11 +444,11 @@ PARSER = BybitParser
 
 
 # Live: what each configured channel subscribes to, per market. Spot tickers carry no
-# bid/ask in v5, so spot ``bbo`` comes from the rebuilt book (subscribe ``book``).
+# bid/ask in v5, so spot ``bbo`` is the level-1 book (orderbook.1, pushed every 10 ms).
 BOOK_DEPTH = 200  # orderbook.200: 100 ms pushes on both markets, the captures' depth
 _TOPICS = {
     LINEAR: {"trades": "publicTrade", "book": f"orderbook.{BOOK_DEPTH}", "bbo": "tickers"},
-    SPOT: {"trades": "publicTrade", "book": f"orderbook.{BOOK_DEPTH}"},
+    SPOT: {"trades": "publicTrade", "book": f"orderbook.{BOOK_DEPTH}", "bbo": "orderbook.1"},
 }
 ARGS_PER_REQUEST = 10  # spot's limit per subscribe request; used on linear too
 _ENDPOINT = re.compile(r"/v5/public/(spot|linear)/?$")

@@ -295,3 +295,70 @@ def test_capture_venue_evidence() -> None:
         )
         is not None
     )
+
+
+def level_one(market: str) -> RawFrame:
+    """A real orderbook.200 snapshot of ``market`` as Bybit's level-1 book sends it: the
+    topic orderbook.1 and the best level of each side (no capture has orderbook.1)."""
+    frame = next(
+        f
+        for f in frames(MIXED)
+        if market_of(f.conn_id) == market
+        and '"type":"snapshot"' in f.text
+        and "orderbook" in f.text
+    )
+    push = json.loads(frame.text)
+    push["topic"] = push["topic"].replace("orderbook.200.", "orderbook.1.")
+    push["data"]["b"], push["data"]["a"] = push["data"]["b"][:1], push["data"]["a"][:1]
+    return frame._replace(text=json.dumps(push, separators=(",", ":")))
+
+
+@pytest.mark.parametrize("market", [SPOT, LINEAR])
+def test_level_one_book_is_a_bbo_on_both_paths(market: str) -> None:
+    from operators.normalize import Normalizer
+
+    frame = level_one(market)
+    push = json.loads(frame.text)
+    (bbo,) = make_parser("bybit").parse(frame)
+    assert isinstance(bbo, dict) and bbo["type"] == "bbo"
+    assert bbo["symbol"] == unified(push["data"]["s"], market)
+    assert [bbo["bid_price"], bbo["bid_size"]] == push["data"]["b"][0]
+    assert [bbo["ask_price"], bbo["ask_size"]] == push["data"]["a"][0]
+    assert bbo["sequence"] == push["data"]["u"]
+    typed_parser = make_parser("bybit")
+    assert typed_parser.typed(frame)  # the fast path takes it
+    typed = Normalizer({"bybit": typed_parser})
+    careful = Normalizer({"bybit": make_parser("bybit")}, typed=False)
+    delta = push | {"type": "delta"}
+    zero = json.loads(frame.text)
+    zero["data"]["b"][0][1] = "0"
+    empty = json.loads(frame.text)
+    empty["data"]["b"] = []
+    for changed in (push, delta, zero, empty):
+        text = json.dumps(changed, separators=(",", ":"))
+        variant = frame._replace(text=text)
+        assert typed(variant) == careful(variant), text[:200]
+
+
+def test_protocol_subscribes_per_market_in_batches_of_ten() -> None:
+    from sources.bybit import PROTOCOL, BybitProtocol, market_url
+
+    spot, linear = BybitProtocol(SPOT), BybitProtocol(LINEAR)
+    natives = [f"C{n}USDT" for n in range(7)]
+    sub = [json.loads(m) for m in linear.subscribe_messages(natives, ["trades", "book", "bbo"])]
+    assert [len(m["args"]) for m in sub] == [10, 10, 1]
+    assert sub[0]["op"] == "subscribe"
+    assert sub[0]["args"][:3] == ["publicTrade.C0USDT", "orderbook.200.C0USDT", "tickers.C0USDT"]
+    (spot_sub,) = spot.subscribe_messages(["BTCUSDT"], ["bbo", "book"])
+    assert json.loads(spot_sub)["args"] == ["orderbook.1.BTCUSDT", "orderbook.200.BTCUSDT"]
+    assert [json.loads(m) for m in PROTOCOL.resync_messages("SOLUSDT")] == [
+        {"op": "unsubscribe", "args": ["orderbook.200.SOLUSDT"]},
+        {"op": "subscribe", "args": ["orderbook.200.SOLUSDT"]},
+    ]
+    with pytest.raises(ValueError, match="unknown channels"):
+        spot.subscribe_messages(["BTCUSDT"], ["candles"])
+    assert market_url("wss://stream.bybit.com/v5/public/linear", SPOT) == (
+        "wss://stream.bybit.com/v5/public/spot"
+    )
+    assert market_url("ws://127.0.0.1:9000", LINEAR) == "ws://127.0.0.1:9000/v5/public/linear"
+    assert PROTOCOL.app_ping_text == '{"op":"ping"}' and PROTOCOL.app_ping_interval == 20.0
