@@ -104,7 +104,10 @@ def to_native(venue: str, symbol: str) -> str:
         if suffix:
             raise SymbolError(f"bybit: dated contracts are not supported ({symbol})")
         if settle is not None and settle != quote:
-            raise SymbolError(f"bybit: only linear perpetuals settle in the quote; {symbol!r}")
+            raise SymbolError(
+                f"bybit: inverse contracts are not supported ({symbol}); "
+                f"a linear perpetual settles in its quote: {base}/{quote}:{quote}"
+            )
         return f"{base}{quote}"
     if venue == "hyperliquid":
         return base

@@ -175,3 +175,21 @@ def test_ping_pong_and_acks_over_a_real_socket() -> None:
         assert sim.stats.app_pings == 1
     finally:
         sim.stop()
+
+
+def test_default_run_moves_every_event_time_to_now(tmp_path: Path) -> None:
+    """Without original_times the simulator shifts ts/cts/T (and funding times) by one
+    offset: trades keep their spacing and land within seconds of the wall clock."""
+    import time
+
+    sim = SimulatorThread("bybit", MIXED)
+    records = run_live([Feed("bybit", SYMBOLS, sim)], tmp_path, OPS, all_trades_in)
+    recorded = sorted(t["ts_exchange"] for t in clean_trades())
+    got = sorted(t["ts_exchange"] for t in records["trades"])
+    offset = got[0] - recorded[0]
+    assert [t - offset for t in got] == recorded
+    assert abs(got[0] - time.time() * 1_000_000) < 120 * 1_000_000
+
+
+def clean_trades() -> list[Record]:
+    return [i for i in replay_items() if isinstance(i, dict) and i["type"] == "trade"]

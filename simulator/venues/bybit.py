@@ -26,6 +26,7 @@ MAX_DEPTH = 200  # levels per side of a built snapshot (orderbook.200)
 
 # Re-stamping: push ts / cts, trade T, kline start/end/timestamp (integers, ms).
 _TIME_FIELDS = re.compile(r'"(ts|cts|T|start|end|timestamp)":([0-9]{12,})')
+_TEXT_TIMES = re.compile(r'"(nextFundingTime)":"([0-9]{12,})"')
 _LAP_TIME = re.compile(r'"(ts|cts|T)":([0-9]{12,})')
 # Laps: book u and cross seq (integers), trade ids (numeric on spot, UUIDs on linear).
 _LAP_ID = re.compile(r'"(u|seq)":([0-9]+)|"i":"([0-9]+)"')
@@ -125,7 +126,8 @@ class BybitSim(VenueSim):
         return (time_as_ms(m[2]) for m in _TIME_FIELDS.finditer(text) if m[1] == "ts")
 
     def restamp(self, text: str, offset_ms: int) -> str:
-        return _TIME_FIELDS.sub(lambda m: f'"{m[1]}":{shifted_time(m[2], offset_ms)}', text)
+        text = _TIME_FIELDS.sub(lambda m: f'"{m[1]}":{shifted_time(m[2], offset_ms)}', text)
+        return _TEXT_TIMES.sub(lambda m: f'"{m[1]}":"{shifted_time(m[2], offset_ms)}"', text)
 
     def lap_times(self, text: str) -> Iterable[int]:
         return (int(m[2]) for m in _LAP_TIME.finditer(text))
