@@ -90,5 +90,5 @@ def test_registry() -> None:
     )
     (snapshot,) = parser.parse(frame)
     assert isinstance(snapshot, DepthMsg) and snapshot.symbol == "BTC/USDT:USDT"
-    with pytest.raises(UnsupportedVenue, match="supported: binance, binance-usdm, okx"):
+    with pytest.raises(UnsupportedVenue, match="supported: binance, binance-usdm, bybit, okx"):
         make_parser("kraken", None)
