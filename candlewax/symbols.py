@@ -46,6 +46,12 @@ _BINANCE_QUOTES = sorted(
 )
 
 
+# Bybit's linear market (/v5/public/linear): the same native names as spot, mapped to
+# perpetuals (BTCUSDT -> BTC/USDT:USDT). Not a venue of its own: the bybit parser keeps
+# one SymbolMap per market and picks it by the connection's endpoint.
+BYBIT_LINEAR = "bybit:linear"
+
+
 class SymbolError(ValueError):
     pass
 
@@ -93,7 +99,15 @@ def to_native(venue: str, symbol: str) -> str:
         return f"{base}-{quote}"
     if venue == "kraken":
         return f"{base}/{quote}"
-    if venue == "bybit":
+    if venue in ("bybit", BYBIT_LINEAR):
+        # One name per pair in both markets (BTCUSDT): the market comes from the endpoint.
+        if suffix:
+            raise SymbolError(f"bybit: dated contracts are not supported ({symbol})")
+        if settle is not None and settle != quote:
+            raise SymbolError(
+                f"bybit: inverse contracts are not supported ({symbol}); "
+                f"a linear perpetual settles in its quote: {base}/{quote}:{quote}"
+            )
         return f"{base}{quote}"
     if venue == "hyperliquid":
         return base
@@ -131,6 +145,12 @@ def _unified_of(venue: str, native: str) -> str:
     if venue == "kraken":
         base, quote = native.split("/")
         return f"{'BTC' if base == 'XBT' else base}/{quote}"
+    if venue in ("bybit", BYBIT_LINEAR):
+        spot = _unified_of("binance", native)  # same BASEQUOTE spelling, same quote list
+        if venue == "bybit":
+            return spot
+        quote = spot.partition("/")[2]
+        return f"{spot}:{quote}"
     if venue == "hyperliquid":
         return f"{native}/USD:USDC"
     raise SymbolError(f"unknown venue {venue!r}")

@@ -22,7 +22,7 @@ from candlewax.symbols import to_native
 from flows.cluster import SINGLE, Place, source_groups
 from sources.frames import RawFrame
 from sources.kafka_raw import consumer_error, consumer_settings, item_of, kafka_inputs
-from sources.live import ConnectionSpec, LiveFeed
+from sources.live import ConnectionSpec, LiveFeed, market_specs
 from sources.registry import protocol
 from sources.replay import MalformedLine, Pacer, ReplayStats, iter_capture
 from sources.ws_client import ClientSettings
@@ -137,7 +137,8 @@ class _LivePartition(StatefulSourcePartition[Item, None]):
             conn_prefix=f"{key}-",
             settings=settings,
         )
-        self._feed = LiveFeed([spec], name=f"candlewax-{key}", max_queued=rc.max_queued)
+        specs = market_specs(spec, list(src.symbols))
+        self._feed = LiveFeed(specs, name=f"candlewax-{key}", max_queued=rc.max_queued)
         self._closed = False
         self._awake: datetime | None = None
 

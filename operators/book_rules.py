@@ -125,9 +125,29 @@ class Okx(SyncRule):
             keeper.lose_sync(msg, out, "checksum_mismatch", detail)
 
 
+class Bybit(SyncRule):
+    """In-band snapshot (any snapshot, ``u == 1`` after a service restart too, replaces
+    the book); each delta's ``u`` is the last ``u`` + 1 (observed contiguous in every
+    topic of the captures); a repeat (``u <= last``) is ignored. No checksum."""
+
+    name = "bybit"
+
+    def on_update(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        u, last = msg.last_id, keeper.last_id
+        if u is not None and last is not None:
+            if u <= last:
+                keeper.ignored += 1  # reconnect overlap or duplicate delivery
+                return
+            if u != last + 1:
+                keeper.gap(msg, out, f"u={u} != last u+1={last + 1}")
+                return
+        keeper.apply_msg(msg, out)
+
+
 PLAIN = SyncRule()
 RULES: dict[str, SyncRule] = {
     "binance": BinanceSpot(),
     "binance-usdm": BinanceUsdm(),
     "okx": Okx(),
+    "bybit": Bybit(),
 }

@@ -25,6 +25,9 @@ CRYPTOFEED = "cryptofeed"
 CRYPTOFEED_LEGACY = "cryptofeed-legacy"
 RECORDER = "candlewax-recorder"
 RAW_LINES = "raw-lines"
+# Venues whose parser tells the market by the connection's endpoint (Bybit spot and
+# linear share native names): their conn_id carries the connect record's URL.
+CONN_ID_WITH_URL = frozenset({"bybit"})
 FORMATS = (HFTBACKTEST, CRYPTOFEED, CRYPTOFEED_LEGACY, RECORDER, RAW_LINES)
 
 
@@ -149,6 +152,7 @@ class CryptofeedParser:
         self.venue = venue
         self._per_conn: dict[str, list[RawFrame]] = {}
         self._connects: list[tuple[int, str, str]] = []  # (ts, conn, addr)
+        self._url_ids: dict[str, str] | None = {} if venue in CONN_ID_WITH_URL else None
 
     def parse(self, line: str) -> RawFrame | Skipped | None:
         rec = _loads_object(line)
@@ -161,6 +165,8 @@ class CryptofeedParser:
         ts = _json_seconds(rec.get("ts"))
         if kind == "connect":
             self._connects.append((ts, conn, str(rec.get("addr", ""))))
+            if self._url_ids is not None:
+                self._url_ids[conn] = f"{conn} {rec.get('addr', '')}"
         if kind in ("connect", "send"):
             return Skipped(kind)
         data = _field(rec, "data", str)
@@ -169,6 +175,8 @@ class CryptofeedParser:
             hint = snapshot_hint_for_url(_field(rec, "url", str))
             if hint is None:
                 return Skipped("http")
+        if self._url_ids is not None:
+            conn = self._url_ids.get(conn, conn)
         self._per_conn.setdefault(conn, []).append(RawFrame(self.venue, conn, ts, data, hint))
         return None
 

@@ -36,6 +36,13 @@ class ConnectionSpec:
     settings: ClientSettings = field(default_factory=ClientSettings)
 
 
+def market_specs(spec: ConnectionSpec, symbols: list[str]) -> list[ConnectionSpec]:
+    """``spec`` as one spec per market for venues whose markets have their own endpoint
+    and share native names (Bybit spot / linear: the protocol's ``market_specs``)."""
+    split = getattr(spec.protocol, "market_specs", None)
+    return [spec] if split is None else list(split(spec, symbols))
+
+
 class LiveFeed:
     """Runs the given connections until :meth:`close`; :meth:`poll` drains their output."""
 

@@ -81,7 +81,7 @@ def test_frame_of_unconfigured_venue_is_a_dead_letter() -> None:
 
 
 def test_registry() -> None:
-    assert set(PARSERS) == set(PROTOCOLS) == {"binance", "binance-usdm", "okx"}
+    assert set(PARSERS) == set(PROTOCOLS) == {"binance", "binance-usdm", "okx", "bybit"}
     for venue in PARSERS:
         assert make_parser(venue, None).venue == venue == PROTOCOLS[venue].venue
     parser = make_parser("binance-usdm", ["BTC/USDT:USDT"])
@@ -90,5 +90,5 @@ def test_registry() -> None:
     )
     (snapshot,) = parser.parse(frame)
     assert isinstance(snapshot, DepthMsg) and snapshot.symbol == "BTC/USDT:USDT"
-    with pytest.raises(UnsupportedVenue, match="supported: binance, binance-usdm, okx"):
+    with pytest.raises(UnsupportedVenue, match="supported: binance, binance-usdm, bybit, okx"):
         make_parser("kraken", None)

@@ -28,6 +28,7 @@ from operators.normalize import Normalizer
 from sources import numbers
 from sources.frames import RawFrame
 from sources.registry import make_parser
+from sources.replay import iter_capture
 from sources.typed import Decline
 
 BINANCE_CAPTURES = {
@@ -39,14 +40,24 @@ OKX_CAPTURES = {
     "okx/cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz": "okx",
     "okx/cryptofeed_legacy_books-l2-tbt_trades_tickers_2022-02-27.ws.txt.gz": "okx",
 }
-ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES}
+BYBIT_CAPTURES = {
+    "bybit/cryptofeed_v5_linear_spot_2026-08-09.jsonl.gz": "bybit",
+    "bybit/nautilus_bybit_history_XRPUSDT_ob500_2024-12-01.jsonl.gz": "bybit",
+}
+ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES, **BYBIT_CAPTURES}
+# Venues whose frames need the production reader (the connection's URL in conn_id).
+URL_CONN_VENUES = {"bybit"}
 CHECKS = [numbers.PYTHON_CHECKS] + ([numbers.NATIVE_CHECKS] if numbers.NATIVE_CHECKS else [])
 CHECK_IDS = ["python", "native"][: len(CHECKS)]
 
 
 @cache
 def frames_of(capture: str) -> tuple[RawFrame, ...]:
-    return tuple(capture_frames(CAPTURES / capture, ALL_CAPTURES[capture]))
+    venue = ALL_CAPTURES[capture]
+    if venue in URL_CONN_VENUES:
+        read = iter_capture(CAPTURES / capture, venue)
+        return tuple(f for f in read if isinstance(f, RawFrame))
+    return tuple(capture_frames(CAPTURES / capture, venue))
 
 
 def pair(venue: str, checks: numbers.Checks) -> tuple[Normalizer, Normalizer, Any]:
@@ -77,6 +88,12 @@ def _market_frame(venue: str, frame: RawFrame) -> bool:
             return False
         sides = ("bidPx", "bidSz", "askPx", "askSz")
         return all(_regex_positive(d[k]) for d in obj["data"] for k in sides if k in d)
+    if venue == "bybit":
+        channel = obj.get("topic", "").partition(".")[0]
+        if channel == "tickers":
+            sides = ("bid1Price", "bid1Size", "ask1Price", "ask1Size")
+            return all(_regex_positive(obj["data"][k]) for k in sides if k in obj["data"])
+        return channel in ("publicTrade", "orderbook")
     data = obj["data"]
     if data.get("e") == "kline":
         return False
