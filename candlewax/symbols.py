@@ -46,6 +46,10 @@ _BINANCE_QUOTES = sorted(
 )
 
 
+# Kraken's legacy asset codes (WebSocket v1, REST) -> the unified (and v2) names.
+_KRAKEN_ASSETS = {"XBT": "BTC", "XDG": "DOGE"}
+
+
 class SymbolError(ValueError):
     pass
 
@@ -129,8 +133,9 @@ def _unified_of(venue: str, native: str) -> str:
         base, quote = native.split("-")
         return f"{base}/{quote}"
     if venue == "kraken":
+        # v2 names are unified already; v1 (the bundled capture) still says XBT and XDG.
         base, quote = native.split("/")
-        return f"{'BTC' if base == 'XBT' else base}/{quote}"
+        return f"{_KRAKEN_ASSETS.get(base, base)}/{_KRAKEN_ASSETS.get(quote, quote)}"
     if venue == "hyperliquid":
         return f"{native}/USD:USDC"
     raise SymbolError(f"unknown venue {venue!r}")
