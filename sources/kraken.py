@@ -38,7 +38,15 @@ from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
 from sources.numbers import check_levels, check_positive, number_checks
-from sources.typed import Decline, KeyedItem, WireInt, WireStruct, decoder, native_symbols
+from sources.typed import (
+    Decline,
+    KeyedItem,
+    WireInt,
+    WireStruct,
+    decoder,
+    key_items,
+    native_symbols,
+)
 from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
 VENUE = "kraken"
@@ -49,6 +57,7 @@ _SUBSCRIBE_CHANNEL = {"trades": "trade", "book": "book", "bbo": "ticker"}
 _V1_SIDES = {"b": "buy", "s": "sell"}
 _V2_SIDES = frozenset({"buy", "sell"})
 _INT64 = 2**63
+_CRC32 = 2**32
 
 
 class _WireNumber(str):
@@ -103,6 +112,10 @@ def _epoch_micros(text: Any, field: str) -> int:
 # ---- typed path (v2 structs; numbers kept as raw wire text) ----
 
 
+# msgspec cannot decode ``Raw | None``: an absent number is the empty Raw.
+_ABSENT = msgspec.Raw()
+
+
 class _Level(WireStruct):
     price: msgspec.Raw
     qty: msgspec.Raw
@@ -115,8 +128,8 @@ class _Data(WireStruct):
     timestamp: str | None = None
     # trade
     side: str | None = None
-    price: msgspec.Raw | None = None
-    qty: msgspec.Raw | None = None
+    price: msgspec.Raw = _ABSENT
+    qty: msgspec.Raw = _ABSENT
     ord_type: str | None = None
     trade_id: WireInt | None = None
     # book
@@ -124,17 +137,17 @@ class _Data(WireStruct):
     asks: list[_Level] | None = None
     checksum: WireInt | None = None
     # ticker
-    bid: msgspec.Raw | None = None
-    bid_qty: msgspec.Raw | None = None
-    ask: msgspec.Raw | None = None
-    ask_qty: msgspec.Raw | None = None
-    last: msgspec.Raw | None = None
-    volume: msgspec.Raw | None = None
-    vwap: msgspec.Raw | None = None
-    low: msgspec.Raw | None = None
-    high: msgspec.Raw | None = None
-    change: msgspec.Raw | None = None
-    change_pct: msgspec.Raw | None = None
+    bid: msgspec.Raw = _ABSENT
+    bid_qty: msgspec.Raw = _ABSENT
+    ask: msgspec.Raw = _ABSENT
+    ask_qty: msgspec.Raw = _ABSENT
+    last: msgspec.Raw = _ABSENT
+    volume: msgspec.Raw = _ABSENT
+    vwap: msgspec.Raw = _ABSENT
+    low: msgspec.Raw = _ABSENT
+    high: msgspec.Raw = _ABSENT
+    change: msgspec.Raw = _ABSENT
+    change_pct: msgspec.Raw = _ABSENT
 
 
 class _Push(WireStruct):
@@ -143,10 +156,8 @@ class _Push(WireStruct):
     data: list[_Data]
 
 
-def _raw_text(raw: msgspec.Raw | None) -> str:
-    """A raw JSON number's text; Decline for a string, null or anything else."""
-    if raw is None:
-        raise Decline
+def _raw_text(raw: msgspec.Raw) -> str:
+    """A raw JSON number's text; Decline for an absent field, a string, null or anything else."""
     text = bytes(raw).decode()
     if not text or text[0] not in "0123456789-":
         raise Decline
@@ -174,8 +185,10 @@ class KrakenParser:
 
     def typed(self, frame: RawFrame) -> list[KeyedItem]:
         text = frame.text
-        if text[:1] != "{":
-            raise Decline  # v1 arrays: the careful path
+        if text[:1] == "[":
+            # v1 (frozen, replay of the bundled capture only): the careful reader, keyed.
+            # Same decoder and checks as ``parse``, so the same items and no other effect.
+            return key_items(VENUE, self._v1_data(orjson.loads(text), frame))
         push = self._decode(text)
         channel, kind = push.channel, push.type
         if kind != "snapshot" and kind != "update":
@@ -218,18 +231,19 @@ class KrakenParser:
         deletes = kind == "update"
         bids = self._level_pairs(_raw_levels(d.bids), deletes)
         asks = self._level_pairs(_raw_levels(d.asks), deletes)
-        if bids is None or asks is None or d.checksum is None:
+        checksum = d.checksum
+        if bids is None or asks is None or checksum is None or not 0 <= checksum < _CRC32:
             raise Decline
-        if d.side is not None or d.price is not None or d.bid is not None:
+        if d.side is not None or d.price or d.bid:
             raise Decline
         ts = None if d.timestamp is None else _rfc3339_micros(d.timestamp, "book timestamp")
-        return (d.symbol, bids, asks, d.checksum, ts)
+        return (d.symbol, bids, asks, checksum, ts)
 
     def _typed_trade(self, d: _Data) -> tuple[str, tuple[Any, ...]]:
         price, qty = _raw_text(d.price), _raw_text(d.qty)
         if d.side not in _V2_SIDES or d.trade_id is None or d.trade_id < 0:
             raise Decline
-        if not self._positive_ok(price, qty) or d.bids is not None or d.bid is not None:
+        if not self._positive_ok(price, qty) or d.bids is not None or d.bid:
             raise Decline
         ts = _rfc3339_micros(d.timestamp, "trade timestamp")
         return d.symbol, (ts, str(d.trade_id), price, qty, d.side)
@@ -239,7 +253,7 @@ class KrakenParser:
         ask, ask_qty = _raw_text(d.ask), _raw_text(d.ask_qty)
         if not self._positive_ok(bid, bid_qty, ask, ask_qty) or d.bids is not None:
             raise Decline
-        if d.price is not None or d.side is not None:
+        if d.price or d.side is not None:
             raise Decline
         ts = ts_ingest if d.timestamp is None else _rfc3339_micros(d.timestamp, "ticker timestamp")
         return d.symbol, (ts, bid, bid_qty, ask, ask_qty, None)
@@ -338,6 +352,8 @@ class KrakenParser:
         bids = self._v2_levels(d["bids"], f"kraken book {kind} bids", deletes)
         asks = self._v2_levels(d["asks"], f"kraken book {kind} asks", deletes)
         checksum = _opt_int(d["checksum"], "book checksum")
+        if checksum is None or checksum >= _CRC32:
+            raise FrameError(f"kraken book checksum must be an unsigned CRC32, got {checksum!r}")
         stamp = d.get("timestamp")
         ts = frame.ts_ingest if stamp is None else _rfc3339_micros(stamp, "book timestamp")
         return DepthMsg(

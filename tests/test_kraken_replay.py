@@ -60,9 +60,7 @@ class IndependentBook:
             del book[key[0]]
 
     def sorted(self, side: str) -> list[tuple[str, str]]:
-        return sorted(
-            self.sides[side].items(), key=lambda kv: Decimal(kv[0]), reverse=side == "b"
-        )
+        return sorted(self.sides[side].items(), key=lambda kv: Decimal(kv[0]), reverse=side == "b")
 
     def checksum(self) -> int:
         parts = [crc_text(p) + crc_text(q) for p, q in self.sorted("a")[:10]]
@@ -197,7 +195,12 @@ def test_capture_is_recognised_as_kraken() -> None:
 
 @pytest.mark.parametrize(
     ("native", "symbol"),
-    [("XBT/USD", "BTC/USD"), ("XDG/USD", "DOGE/USD"), ("BTC/USD", "BTC/USD"), ("ETH/XBT", "ETH/BTC")],
+    [
+        ("XBT/USD", "BTC/USD"),
+        ("XDG/USD", "DOGE/USD"),
+        ("BTC/USD", "BTC/USD"),
+        ("ETH/XBT", "ETH/BTC"),
+    ],
 )
 def test_kraken_names_map_to_unified_symbols(native: str, symbol: str) -> None:
     from candlewax.symbols import from_native, to_native
