@@ -12,10 +12,14 @@ from capture_lines import CAPTURES
 from live_helpers import Feed, Outputs, run_live
 
 from candlewax.symbols import from_native
+from operators.book import BookKeeper
 from operators.checksum import kraken_checksum
+from operators.events import DepthMsg
 from simulator.embedded import SimulatorThread
 from simulator.faults import Faults
 from simulator.tape import Tape, load_tape
+from sources.frames import RawFrame
+from sources.registry import make_parser
 
 CAPTURE = CAPTURES / "kraken" / "cryptofeed_v1_book1000_trade_ticker_2021-04-17.jsonl.gz"
 OPS: dict[str, Any] = {"book": {"depth": 10, "emit_interval_ms": 0}}
@@ -113,3 +117,40 @@ def test_disconnects_and_duplicates_lose_and_repeat_no_trade(tmp_path: Path) -> 
     counts = Counter(e for _, e in events(records))
     assert counts["connected"] == sim.stats.connections
     assert not counts["checksum_mismatch"]
+
+
+def top_changing_update(tape: Tape, symbol: str, after: int) -> Any:
+    """The first update of ``symbol`` after its ``after``-th that changes its top 10
+    (only those can be caught: the checksum covers the top 10, and v2 has no sequence)."""
+    keeper = BookKeeper("kraken", symbol)
+    parser = make_parser("kraken")
+    seen = 0
+    for entry in tape.entries:
+        if entry.key != f"book:{symbol}":
+            continue
+        before = keeper.book.top(10)
+        for item in parser.parse(RawFrame("kraken", "c", entry.ts, entry.text)):
+            assert isinstance(item, DepthMsg)
+            keeper.on_msg(item)
+        seen += entry.depth_no > 0
+        if seen > after and keeper.book.top(10) != before:
+            return entry
+    raise AssertionError("no such update")
+
+
+def test_dropped_update_resubscribes_only_that_symbol(tmp_path: Path) -> None:
+    tape = load_tape(CAPTURE, "kraken")
+    faults = Faults(drop_depth=frozenset({top_changing_update(tape, "XMR/USD", 50).depth_no}))
+    sim = SimulatorThread("kraken", tape, faults=faults, original_times=True)
+
+    def resynced(records: Outputs) -> bool:
+        return ("XMR/USD", "resynced") in events(records) and every_trade(tape)(records)
+
+    records = run_live([Feed("kraken", symbols_of(tape), sim)], tmp_path, OPS, resynced)
+    assert sim.stats.dropped == 1
+    assert [e for e in events(records) if e[0] is not None] == [
+        ("XMR/USD", "checksum_mismatch"),
+        ("XMR/USD", "resync_requested"),
+        ("XMR/USD", "resynced"),
+    ]
+    assert trade_keys(records) == sorted((s, i) for s, i, _, _ in tape_trades(tape))

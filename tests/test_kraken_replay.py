@@ -145,6 +145,55 @@ def test_an_altered_level_is_a_checksum_mismatch_for_that_pair_only(tmp_path: Pa
     assert not keepers["BTC/CHF"].synced  # cleared, waiting for a new snapshot
 
 
+def _copy_without_update(tmp_path: Path, pair: str, nth: int) -> Path:
+    """A copy of the capture without ``pair``'s nth book update."""
+    out = tmp_path / CAPTURE.name
+    seen = 0
+    with gzip.open(CAPTURE, "rt") as src, gzip.open(out, "wt") as dst:
+        for line in src:
+            rec = json.loads(line)
+            data = rec.get("data", "")
+            if rec["t"] == "recv" and data.startswith("[") and '"book-' in data:
+                arr = json.loads(data)
+                if arr[-1] == pair and "c" in arr[-3]:  # an update (snapshots carry no c)
+                    seen += 1
+                    if seen == nth:
+                        continue
+            dst.write(line)
+    assert seen > nth
+    return out
+
+
+def _top_changing_update(pair: str, after: int) -> int:
+    """The number of ``pair``'s first update after its ``after``-th that changes its top 10."""
+    book = IndependentBook(1000)
+    seen = 0
+    for arr in data_arrays():
+        if arr[-1] != pair or not arr[-2].startswith("book-"):
+            continue
+        before = (book.sorted("a")[:10], book.sorted("b")[:10])
+        for payload in arr[1:-2]:
+            for key, value in payload.items():
+                if key != "c":
+                    book.apply(key[0], value)
+        seen += "c" in arr[-3]
+        if seen > after and (book.sorted("a")[:10], book.sorted("b")[:10]) != before:
+            return seen
+    raise AssertionError("no such update")
+
+
+def test_a_dropped_update_is_detected_for_that_pair_only(tmp_path: Path) -> None:
+    # No sequence numbers: the next checksum is what catches the lost update.
+    # Only an update that changes the top 10 can be caught (the checksum covers the top 10).
+    nth = _top_changing_update("XMR/USD", after=50)
+    keepers, statuses = run_books(_copy_without_update(tmp_path, "XMR/USD", nth))
+    assert [(s["symbol"], s["event"]) for s in statuses] == [
+        ("XMR/USD", "checksum_mismatch"),
+        ("XMR/USD", "resync_requested"),
+    ]
+    assert all(k.checksum_failures == 0 for s, k in keepers.items() if s != "XMR/USD")
+
+
 def test_book_is_cut_to_the_subscribed_depth() -> None:
     # The capture's books never exceed their 1000 levels, so the cut is exercised as a
     # depth-10 subscription would need it: the same messages with depth 10 (checksums
