@@ -167,3 +167,18 @@ def test_subscribe_and_resync_frames() -> None:
     unsub, sub = (orjson.loads(t) for t in PROTOCOL.resync_messages("ETH/USD"))
     assert (unsub["method"], sub["method"]) == ("unsubscribe", "subscribe")
     assert sub["params"]["symbol"] == ["ETH/USD"] and sub["params"]["channel"] == "book"
+
+
+def test_simulator_moves_rfc3339_times_and_trade_ids_keeping_microseconds() -> None:
+    from simulator.venues.kraken import KrakenSim
+
+    sim = KrakenSim("kraken")
+    trade = next(f.text for f in v2_frames() if f.text.startswith('{"channel":"trade"'))
+    [ms] = sim.event_times_ms(trade)
+    moved = sim.restamp(trade, 86_400_000 + 1_500)
+    assert list(sim.event_times_ms(moved)) == [ms + 86_400_000 + 1_500]
+    before = make_parser("kraken").parse(frame(trade))[0]
+    after = make_parser("kraken").parse(frame(sim.lap_shift(trade, 1_000, 7)))[0]
+    assert isinstance(before, dict) and isinstance(after, dict)
+    assert after["ts_exchange"] == before["ts_exchange"] + 1_000_000
+    assert int(after["trade_id"]) == int(before["trade_id"]) + 7
