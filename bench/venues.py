@@ -47,6 +47,10 @@ CAPTURES: dict[str, tuple[str, str]] = {
         "bybit",
         "bybit/nautilus_bybit_history_XRPUSDT_ob500_2024-12-01.jsonl.gz",
     ),
+    "kraken v1 (real)": (
+        "kraken",
+        "kraken/cryptofeed_v1_book1000_trade_ticker_2021-04-17.jsonl.gz",
+    ),
 }
 BASELINE = "binance spot BTCUSDT"
 

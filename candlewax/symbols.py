@@ -50,6 +50,8 @@ _BINANCE_QUOTES = sorted(
 # perpetuals (BTCUSDT -> BTC/USDT:USDT). Not a venue of its own: the bybit parser keeps
 # one SymbolMap per market and picks it by the connection's endpoint.
 BYBIT_LINEAR = "bybit:linear"
+# Kraken's legacy asset codes (WebSocket v1, REST) -> the unified (and v2) names.
+_KRAKEN_ASSETS = {"XBT": "BTC", "XDG": "DOGE"}
 
 
 class SymbolError(ValueError):
@@ -143,8 +145,9 @@ def _unified_of(venue: str, native: str) -> str:
         base, quote = native.split("-")
         return f"{base}/{quote}"
     if venue == "kraken":
+        # v2 names are unified already; v1 (the bundled capture) still says XBT and XDG.
         base, quote = native.split("/")
-        return f"{'BTC' if base == 'XBT' else base}/{quote}"
+        return f"{_KRAKEN_ASSETS.get(base, base)}/{_KRAKEN_ASSETS.get(quote, quote)}"
     if venue in ("bybit", BYBIT_LINEAR):
         spot = _unified_of("binance", native)  # same BASEQUOTE spelling, same quote list
         if venue == "bybit":

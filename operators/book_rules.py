@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from operators.checksum import OKX_DEPTH, okx_checksum
+from operators.checksum import KRAKEN_DEPTH, OKX_DEPTH, kraken_checksum, okx_checksum
 from operators.events import DepthMsg
 
 if TYPE_CHECKING:
@@ -144,10 +144,46 @@ class Bybit(SyncRule):
         keeper.apply_msg(msg, out)
 
 
+class Kraken(SyncRule):
+    """In-band snapshot, no sequence numbers: the CRC32 of the top 10 (v2: on snapshots
+    and updates; v1: updates) is the only integrity check. Levels pushed beyond the
+    subscribed depth (``msg.first_id``) get no delete, so the book is cut to that depth
+    after every message, before the checksum (book-checksum-v2 guide)."""
+
+    name = "kraken"
+
+    def after_snapshot(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        self._truncate_and_check(keeper, msg, out)
+
+    def on_update(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        if keeper.apply_msg(msg, out):
+            self._truncate_and_check(keeper, msg, out)
+
+    def _truncate_and_check(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        depth = msg.first_id
+        book = keeper.book
+        if depth is not None and (len(book.bids) > depth or len(book.asks) > depth):
+            # Only the few levels just pushed out are beyond the depth: delete them.
+            out_bids = [(price, "0") for price, _ in book.bids.top(len(book.bids))[depth:]]
+            out_asks = [(price, "0") for price, _ in book.asks.top(len(book.asks))[depth:]]
+            book.apply(out_bids, out_asks)
+        if msg.checksum is None:
+            return
+        keeper.checksum_checks += 1
+        computed = kraken_checksum(*book.top(KRAKEN_DEPTH))
+        if computed != msg.checksum:
+            keeper.checksum_failures += 1
+            detail = f"checksum={msg.checksum} computed={computed}"
+            keeper.lose_sync(msg, out, "checksum_mismatch", detail)
+
+
 PLAIN = SyncRule()
 RULES: dict[str, SyncRule] = {
     "binance": BinanceSpot(),
     "binance-usdm": BinanceUsdm(),
     "okx": Okx(),
     "bybit": Bybit(),
+
+
+    "kraken": Kraken(),
 }

@@ -15,6 +15,7 @@ class DepthMsg(NamedTuple):
       binance spot:  first_id=U, last_id=u, prev_id=None; snapshot last_id=lastUpdateId
       binance-usdm:  first_id=U, last_id=u, prev_id=pu
       okx:           first_id=None, last_id=seqId, prev_id=prevSeqId (None when absent)
+      kraken:        first_id=subscribed depth (the book is cut to it), no ids; checksum=CRC32
     checksum: venue checksum or None when absent (OKX 0 means absent).
     """
 

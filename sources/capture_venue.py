@@ -24,6 +24,9 @@ from sources.replay import head_frames
 
 SPOT, USDM, OKX = "binance", "binance-usdm", "okx"
 BYBIT = "bybit"
+KRAKEN = "kraken"
+# Kraken v2 data channels (objects with "channel", "type" and "data").
+_KRAKEN_V2_CHANNELS = frozenset({"book", "trade", "ticker", "ohlc"})
 # Stream events only USD-M futures sends.
 _USDM_EVENTS = frozenset({"markPriceUpdate", "forceOrder", "continuous_kline", "compositeIndex"})
 
@@ -40,6 +43,9 @@ def frame_evidence(frame: RawFrame) -> Evidence | None:
         obj: Any = orjson.loads(frame.text)
     except orjson.JSONDecodeError:
         return None
+    kraken = _kraken_evidence(obj)
+    if kraken is not None:
+        return kraken
     if not isinstance(obj, dict):
         return None
     if frame.hint is not None and frame.hint.startswith(SNAPSHOT_HINT) and "lastUpdateId" in obj:
@@ -66,6 +72,25 @@ def frame_evidence(frame: RawFrame) -> Evidence | None:
         return Evidence(USDM, "its bookTicker events carry 'e', as USD-M futures ones do")
     if event is None and "u" in data and "B" in data and "A" in data:
         return Evidence(SPOT, "its bookTicker frames lack 'e', as spot ones do")
+    return None
+
+
+def _kraken_evidence(obj: Any) -> Evidence | None:
+    """Kraken v1 data arrays end with channel name and pair ("book-1000", "XBT/USD");
+    v1 events are {"event": "systemStatus"/"subscriptionStatus"}; v2 pushes carry
+    "channel" + "type" + "data"."""
+    if isinstance(obj, list):
+        if len(obj) >= 4 and isinstance(obj[-1], str) and "/" in obj[-1]:
+            name = obj[-2]
+            if name in ("trade", "ticker", "spread") or str(name).startswith(("book-", "ohlc-")):
+                return Evidence(KRAKEN, "its frames are Kraken v1 arrays [id, .., channel, pair]")
+        return None
+    if not isinstance(obj, dict):
+        return None
+    if obj.get("event") in ("systemStatus", "subscriptionStatus"):
+        return Evidence(KRAKEN, f"it holds Kraken v1 {obj['event']} events")
+    if obj.get("channel") in _KRAKEN_V2_CHANNELS and "type" in obj and "data" in obj:
+        return Evidence(KRAKEN, "its frames are Kraken v2 pushes (channel, type, data)")
     return None
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from candlewax.symbols import SymbolMap
-from sources import binance, bybit, okx
+from sources import binance, bybit, kraken, okx
 from sources.venue import Parser, VenueProtocol
 
 PARSERS: dict[str, type[Parser]] = {
@@ -11,12 +11,14 @@ PARSERS: dict[str, type[Parser]] = {
     "binance-usdm": binance.USDM_PARSER,
     "okx": okx.PARSER,
     "bybit": bybit.PARSER,
+    "kraken": kraken.PARSER,
 }
 PROTOCOLS: dict[str, VenueProtocol] = {
     "binance": binance.PROTOCOL,
     "binance-usdm": binance.USDM_PROTOCOL,
     "okx": okx.PROTOCOL,
     "bybit": bybit.PROTOCOL,
+    "kraken": kraken.PROTOCOL,
 }
 
 

@@ -44,6 +44,7 @@ VENUES = {
     "okx/cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz": "okx",
     "bybit/cryptofeed_v5_linear_spot_2026-08-09.jsonl.gz": "bybit",
     "bybit/nautilus_bybit_history_XRPUSDT_ob500_2024-12-01.jsonl.gz": "bybit",
+    "kraken/cryptofeed_v1_book1000_trade_ticker_2021-04-17.jsonl.gz": "kraken",
 }
 
 

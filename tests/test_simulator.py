@@ -369,7 +369,7 @@ def test_invalid_options_are_rejected() -> None:
     with pytest.raises(ValueError, match="1-based"):
         Faults(drop_depth=frozenset({0}))
     with pytest.raises(ValueError, match="speaks"):
-        load_tape(BTC, "kraken")
+        load_tape(BTC, "deribit")
 
 
 def test_cli_builds_the_simulator_from_flags(capsys: pytest.CaptureFixture[str]) -> None:

@@ -44,7 +44,10 @@ BYBIT_CAPTURES = {
     "bybit/cryptofeed_v5_linear_spot_2026-08-09.jsonl.gz": "bybit",
     "bybit/nautilus_bybit_history_XRPUSDT_ob500_2024-12-01.jsonl.gz": "bybit",
 }
-ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES, **BYBIT_CAPTURES}
+KRAKEN_CAPTURES = {
+    "kraken/cryptofeed_v1_book1000_trade_ticker_2021-04-17.jsonl.gz": "kraken",
+}
+ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES, **BYBIT_CAPTURES, **KRAKEN_CAPTURES}
 # Venues whose frames need the production reader (the connection's URL in conn_id).
 URL_CONN_VENUES = {"bybit"}
 CHECKS = [numbers.PYTHON_CHECKS] + ([numbers.NATIVE_CHECKS] if numbers.NATIVE_CHECKS else [])
@@ -83,6 +86,8 @@ def _market_frame(venue: str, frame: RawFrame) -> bool:
     if frame.hint is not None or frame.text == "pong":
         return False
     obj = orjson.loads(frame.text)
+    if venue == "kraken":  # v1 data arrays; events ({"event":..}) go to the careful path
+        return isinstance(obj, list)
     if venue == "okx":
         if "data" not in obj or "event" in obj:
             return False
