@@ -36,13 +36,14 @@ def test_counters_match_the_outputs(tmp_path: Path) -> None:
 def test_batch_tally_counts_as_record_by_record() -> None:
     """``observe_items`` (the metrics sink's C tally) counts what ``observe_records``
     counts, also for batches it hands over: a late trade (its venue is inside
-    ``trade``), a status (its event is counted too), a record without a venue."""
+    ``trade``), a status (its event is counted too), a record without a venue. (Label
+    values a real flow makes: the registry is the process's, other tests read it.)"""
     from candlewax.metrics import observe_items, observe_records
 
-    bbo = {"type": "bbo", "venue": "tallyv", "symbol": "A/B"}
-    late = {"type": "late", "trade": {"venue": "tallyv"}}
-    status = {"type": "status", "venue": "tallyv", "event": "connected"}
-    dead = {"type": "dead_letter", "venue": "tallyv"}
+    bbo = {"type": "bbo", "venue": "okx", "symbol": "A/B"}
+    late = {"type": "late", "trade": {"venue": "okx"}}
+    status = {"type": "status", "venue": "okx", "event": "resynced"}
+    dead = {"type": "dead_letter", "venue": "okx"}
     nameless = {"type": "dead_letter", "venue": None}
     batches = [[bbo, bbo, dead], [bbo, late], [status, bbo], [nameless, bbo], []]
     for batch in batches:
