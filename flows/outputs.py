@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any
 
 from bytewax.outputs import (
@@ -40,7 +41,7 @@ from candlewax.config import RecorderSink as RecorderSinkConfig
 from candlewax.config import RedisSink as RedisSinkConfig
 from candlewax.config import StdoutSink as StdoutSinkConfig
 from candlewax.config import WebsocketSink as WebsocketSinkConfig
-from candlewax.metrics import SINK_DROPS, SINK_ERRORS, observe_records
+from candlewax.metrics import SINK_DROPS, SINK_ERRORS, observe_items
 from flows.cluster import SINGLE, Place
 from flows.threadstate import pin_thread_state
 from sinks.base import SinkError
@@ -51,13 +52,14 @@ from sinks.recorder import Recorder
 from sinks.stdout import StdoutSink
 
 log = logging.getLogger(__name__)
+_VALUE = itemgetter(1)
 OPEN_WRITERS: list[Any] = []
 
 
 class _MetricsPartition(StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
         try:
-            observe_records(record for _, record in items)
+            observe_items(items)
         except Exception:
             log.exception("metrics: could not count a batch of records")
 
@@ -136,7 +138,7 @@ class _WriterPartition(_Writing, StatefulSinkPartition[Any, None]):
 
 class _WorkerPartition(_Writing, StatelessSinkPartition[Any]):
     def write_batch(self, items: list[Any]) -> None:
-        self._write([value for _, value in items])  # a dynamic sink gets (key, value)
+        self._write(list(map(_VALUE, items)))  # a dynamic sink gets (key, value)
 
 
 class WriterSink(FixedPartitionedSink[Any, None]):

@@ -26,6 +26,7 @@ from __future__ import annotations
 import pickle
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from itertools import repeat
 from typing import Any
 
 from candlewax.schema import make_dead_letter, now_us
@@ -39,6 +40,8 @@ Record = dict[str, Any]
 KeyedItem = tuple[str, Any]
 # A user operator chain of one channel: (key, records) -> records.
 RecordOps = Callable[[str, list[Record]], list[Record]]
+# (frames and status dicts, keyed item of a status dict) -> keyed items, in order.
+BatchNormalize = Callable[[Iterable[Any], Callable[[Any], KeyedItem]], list[KeyedItem]]
 # (unified symbol a frame belongs to) for sinks of raw frames (the recorder).
 SymbolOf = Callable[[RawFrame], str | None]
 
@@ -246,8 +249,8 @@ class SymbolPipeline:
         return out
 
 
-def _status_key(record: Record) -> str:
-    return f"{record['venue']}:{record.get('symbol') or ''}"
+def _keyed_status(record: Record) -> KeyedItem:
+    return f"{record['venue']}:{record.get('symbol') or ''}", record
 
 
 class SymbolPipelines:
@@ -261,6 +264,8 @@ class SymbolPipelines:
         symbol_of: SymbolOf | None = None,
     ) -> None:
         self.normalize = normalize
+        # A whole batch in one call (Normalizer.batch), where the normalizer has it.
+        self.batch_normalize: BatchNormalize | None = getattr(normalize, "batch", None)
         self.settings = settings
         # With a raw-frame sink (recorder), every frame also goes out as
         # ("frame", (frame, unified symbol)).
@@ -276,33 +281,61 @@ class SymbolPipelines:
 
     def on_batch(self, batch: Iterable[Any]) -> list[KeyedItem]:
         """Frames (and a live source's status dicts) -> keyed output records, each key's
-        records in the order the keyed steps gave them."""
+        records in the order the keyed steps gave them.
+
+        Hot (every frame passes here): the batch is normalized in one call where the
+        normalizer can (``Normalizer.batch``), a record that goes out as it is (a BBO
+        ticker, a status, a dead letter) keeps its keyed item, and each key's output
+        is paired with its key in C (``zip``/``repeat``)."""
         out: list[KeyedItem] = []
         if self.errors:
             out.extend((r["venue"] + ":", r) for r in self.errors)
             self.errors = []
+        append = out.append
         trades: dict[str, list[Record]] = {}
         depth: dict[str, list[DepthMsg]] = {}
+        for item in self._items(batch, out):
+            value = item[1]
+            if value.__class__ is DepthMsg:
+                key = item[0]
+                msgs = depth.get(key)
+                if msgs is None:
+                    depth[key] = [value]
+                else:
+                    msgs.append(value)
+            elif value["type"] == "trade":
+                key = item[0]
+                records = trades.get(key)
+                if records is None:
+                    trades[key] = [value]
+                else:
+                    records.append(value)
+            else:  # bbo (ticker), status, dead letters
+                append(item)
+        for key, key_trades in trades.items():
+            records = self.pipeline(key).on_items(key_trades, depth.pop(key, []))
+            out.extend(zip(repeat(key), records))
+        for key, key_depth in depth.items():
+            out.extend(zip(repeat(key), self.pipeline(key).on_items([], key_depth)))
+        return out
+
+    def _items(self, batch: Iterable[Any], out: list[KeyedItem]) -> list[KeyedItem]:
+        """The keyed items of a batch, in order: each frame's normalized items and each
+        status dict. With a raw-frame sink, each frame also goes to ``out`` as
+        ("frame", (frame, symbol)) (a stream of its own: its order among the records
+        does not matter)."""
+        if self.batch_normalize is not None and self.symbol_of is None:
+            return self.batch_normalize(batch, _keyed_status)
+        items: list[KeyedItem] = []
         normalize, symbol_of = self.normalize, self.symbol_of
         for item in batch:
             if type(item) is not RawFrame:
-                out.append((_status_key(item), item))
+                items.append(_keyed_status(item))
                 continue
             if symbol_of is not None:
                 out.append(("frame", (item, symbol_of(item))))
-            for key, value in normalize(item):
-                if type(value) is DepthMsg:
-                    depth.setdefault(key, []).append(value)
-                elif value["type"] == "trade":
-                    trades.setdefault(key, []).append(value)
-                else:  # bbo (ticker), status, dead letters
-                    out.append((key, value))
-        for key, key_trades in trades.items():
-            records = self.pipeline(key).on_items(key_trades, depth.pop(key, []))
-            out.extend([(key, r) for r in records])
-        for key, key_depth in depth.items():
-            out.extend([(key, r) for r in self.pipeline(key).on_items([], key_depth)])
-        return out
+            items.extend(normalize(item))
+        return items
 
     def due(self) -> int | None:
         if not self.settings.timed:

@@ -31,3 +31,29 @@ def test_counters_match_the_outputs(tmp_path: Path) -> None:
     bars = len(out["bars"])
     assert bars > 0 and delta("candlewax_records_total", venue="okx", type="bar") == bars
     assert delta("candlewax_frames_total", venue="okx") == 410  # every frame of the capture
+
+
+def test_batch_tally_counts_as_record_by_record() -> None:
+    """``observe_items`` (the metrics sink's C tally) counts what ``observe_records``
+    counts, also for batches it hands over: a late trade (its venue is inside
+    ``trade``), a status (its event is counted too), a record without a venue. (Label
+    values a real flow makes: the registry is the process's, other tests read it.)"""
+    from candlewax.metrics import observe_items, observe_records
+
+    bbo = {"type": "bbo", "venue": "okx", "symbol": "A/B"}
+    late = {"type": "late", "trade": {"venue": "okx"}}
+    status = {"type": "status", "venue": "okx", "event": "resynced"}
+    dead = {"type": "dead_letter", "venue": "okx"}
+    nameless = {"type": "dead_letter", "venue": None}
+    batches = [[bbo, bbo, dead], [bbo, late], [status, bbo], [nameless, bbo], []]
+    for batch in batches:
+        before = samples()
+        observe_records(batch)
+        by_record = samples()
+        observe_items([("k", r) for r in batch])
+        after = samples()
+        # (the *_created samples are the time a label set was first seen)
+        counted = {k: v - before.get(k, 0.0) for k, v in by_record.items() if "created" not in k[0]}
+        tallied = {k: v - by_record.get(k, 0.0) for k, v in after.items() if "created" not in k[0]}
+        assert tallied == counted
+        assert any(v for v in counted.values()) == bool(batch)

@@ -93,3 +93,33 @@ def test_registry() -> None:
     assert isinstance(snapshot, DepthMsg) and snapshot.symbol == "BTC/USDT:USDT"
     with pytest.raises(UnsupportedVenue, match="'deribit'; supported: binance, binance-usdm, "):
         make_parser("deribit", None)
+
+
+def test_a_batch_is_normalized_as_frame_by_frame() -> None:
+    """``Normalizer.batch`` (the fused pipelines' hot loop) gives the items and counts of
+    calling the normalizer frame by frame: venues interleaved, a status dict in between,
+    frames the typed path declines, dead letters and a venue without a parser."""
+    binance = list(capture_frames(SPOT_BTC, "binance"))[:400]
+    okx = list(capture_frames(OKX_V5, "okx"))[:60]
+    status = {"type": "status", "venue": "okx", "symbol": None, "event": "connected"}
+    batch: list[object] = [*binance[:150], *okx[:30], status, binance[150]._replace(text="{")]
+    batch += [RawFrame("deribit", "c", 1, "{}"), *okx[30:], *binance[151:], status]
+
+    def keyed(item: object) -> tuple[str, object]:
+        return ("status", item)
+
+    def parsers() -> Normalizer:
+        return Normalizer(
+            {"binance": make_parser("binance", None), "okx": make_parser("okx", None)}
+        )
+
+    one_by_one, batched = parsers(), parsers()
+    expected = [
+        kv
+        for item in batch
+        for kv in (one_by_one(item) if isinstance(item, RawFrame) else [keyed(item)])
+    ]
+    assert batched.batch(batch, keyed) == expected
+    assert batched.stats == one_by_one.stats
+    assert batched.stats["binance"].dead_letters == batched.stats["deribit"].dead_letters == 1
+    assert batched.batch([], keyed) == [] and batched.stats == one_by_one.stats
