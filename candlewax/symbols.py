@@ -96,6 +96,8 @@ def to_native(venue: str, symbol: str) -> str:
     if venue == "bybit":
         return f"{base}{quote}"
     if venue == "hyperliquid":
+        if quote != "USDC" or settle != "USDC" or suffix:
+            raise SymbolError(f"hyperliquid lists USDC perpetuals only: write {base}/USDC:USDC")
         return base
     raise SymbolError(f"unknown venue {venue!r}")
 
@@ -132,7 +134,7 @@ def _unified_of(venue: str, native: str) -> str:
         base, quote = native.split("/")
         return f"{'BTC' if base == 'XBT' else base}/{quote}"
     if venue == "hyperliquid":
-        return f"{native}/USD:USDC"
+        return f"{native}/USDC:USDC"  # coin names keep their case (kPEPE)
     raise SymbolError(f"unknown venue {venue!r}")
 
 

@@ -23,6 +23,9 @@ from sources.frames import SNAPSHOT_HINT, RawFrame
 from sources.replay import head_frames
 
 SPOT, USDM, OKX = "binance", "binance-usdm", "okx"
+HYPERLIQUID = "hyperliquid"
+# Hyperliquid's data channels (its envelope is {"channel", "data"}).
+_HYPERLIQUID_CHANNELS = frozenset({"l2Book", "trades", "bbo"})
 # Stream events only USD-M futures sends.
 _USDM_EVENTS = frozenset({"markPriceUpdate", "forceOrder", "continuous_kline", "compositeIndex"})
 
@@ -48,6 +51,8 @@ def frame_evidence(frame: RawFrame) -> Evidence | None:
         return Evidence(SPOT, "its REST depth snapshots carry no 'T'")
     if isinstance(obj.get("arg"), dict) and "instId" in obj["arg"]:
         return Evidence(OKX, "its frames carry OKX's 'arg.instId'")
+    if obj.get("channel") in _HYPERLIQUID_CHANNELS and "data" in obj:
+        return Evidence(HYPERLIQUID, f"its frames carry Hyperliquid's {obj['channel']!r} channel")
     stream = obj.get("stream")
     data = obj.get("data") if isinstance(stream, str) else obj
     if not isinstance(data, dict):

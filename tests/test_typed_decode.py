@@ -39,7 +39,10 @@ OKX_CAPTURES = {
     "okx/cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz": "okx",
     "okx/cryptofeed_legacy_books-l2-tbt_trades_tickers_2022-02-27.ws.txt.gz": "okx",
 }
-ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES}
+HYPERLIQUID_CAPTURES = {
+    "hyperliquid/hftbacktest_btc_l2Book_trades_20250126.txt.gz": "hyperliquid",
+}
+ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES, **HYPERLIQUID_CAPTURES}
 CHECKS = [numbers.PYTHON_CHECKS] + ([numbers.NATIVE_CHECKS] if numbers.NATIVE_CHECKS else [])
 CHECK_IDS = ["python", "native"][: len(CHECKS)]
 
@@ -72,6 +75,8 @@ def _market_frame(venue: str, frame: RawFrame) -> bool:
     if frame.hint is not None or frame.text == "pong":
         return False
     obj = orjson.loads(frame.text)
+    if venue == "hyperliquid":
+        return bool(obj.get("channel") in ("trades", "l2Book"))
     if venue == "okx":
         if "data" not in obj or "event" in obj:
             return False
