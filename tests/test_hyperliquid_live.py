@@ -161,8 +161,8 @@ def test_a_dropped_book_push_goes_unnoticed_and_the_next_one_heals(tmp_path: Pat
 
 
 def test_protocol_ping_ack_and_book_on_subscribe() -> None:
-    """Ping/pong, acks, an error for a bad request, and a subscriber arriving after
-    books have passed gets the current book at once."""
+    """Ping/pong, an ack, the capture's frames byte for byte, an error for a bad request.
+    (A late subscriber's book sent at once is counted in the disconnect test.)"""
     sim = Simulator("hyperliquid", CAPTURE, original_times=True)
     first_book = next(e.text for e in sim.tape.entries if e.key == "l2Book:BTC")
 
