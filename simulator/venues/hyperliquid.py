@@ -54,6 +54,7 @@ class HyperliquidSim(VenueSim):
             weakref.WeakKeyDictionary()
         )
         self._started: weakref.WeakSet[Any] = weakref.WeakSet()
+        self._starting: set[asyncio.Task[None]] = set()  # the loop keeps weak references only
 
     def tape_builder(self) -> TapeBuilder:
         return _HyperliquidBuilder(self.venue)
@@ -103,9 +104,12 @@ class HyperliquidSim(VenueSim):
                 await self._send_book(client, key)
             return
         loop = asyncio.get_running_loop()
-        self._settling[client] = loop.call_later(
-            SETTLE_S, lambda: asyncio.ensure_future(self._start(client))
-        )
+        self._settling[client] = loop.call_later(SETTLE_S, self._start_task, client)
+
+    def _start_task(self, client: ClientPort) -> None:
+        task = asyncio.ensure_future(self._start(client))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
 
     async def _start(self, client: ClientPort) -> None:
         """The subscribe burst is over: place the client, send its books, stream."""
