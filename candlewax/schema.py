@@ -38,7 +38,7 @@ VENUES: tuple[str, ...] = (
 )
 
 # BASE/QUOTE, optional :SETTLE and optional -EXPIRY[-STRIKE-C|P] (ccxt unified).
-SYMBOL_RE = re.compile(r"^[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+(-[0-9]{6}(-[0-9.]+-[CP])?)?)?$")
+SYMBOL_RE = re.compile(r"^[a-z]?[A-Z0-9]+/[A-Z0-9]+(:[A-Z0-9]+(-[0-9]{6}(-[0-9.]+-[CP])?)?)?$")
 # Decimal text: ASCII digits with an optional fraction; no sign, exponent, blanks,
 # NaN or Infinity. Prices and sizes are positive; only computed volumes may be zero.
 DECIMAL_RE = r"^[0-9]+(\.[0-9]+)?$"

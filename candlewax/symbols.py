@@ -112,6 +112,8 @@ def to_native(venue: str, symbol: str) -> str:
             )
         return f"{base}{quote}"
     if venue == "hyperliquid":
+        if quote != "USDC" or settle != "USDC" or suffix:
+            raise SymbolError(f"hyperliquid lists USDC perpetuals only: write {base}/USDC:USDC")
         return base
     raise SymbolError(f"unknown venue {venue!r}")
 
@@ -155,7 +157,7 @@ def _unified_of(venue: str, native: str) -> str:
         quote = spot.partition("/")[2]
         return f"{spot}:{quote}"
     if venue == "hyperliquid":
-        return f"{native}/USD:USDC"
+        return f"{native}/USDC:USDC"  # coin names keep their case (kPEPE)
     raise SymbolError(f"unknown venue {venue!r}")
 
 

@@ -183,7 +183,5 @@ RULES: dict[str, SyncRule] = {
     "binance-usdm": BinanceUsdm(),
     "okx": Okx(),
     "bybit": Bybit(),
-
-
     "kraken": Kraken(),
 }

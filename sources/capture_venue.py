@@ -27,6 +27,9 @@ BYBIT = "bybit"
 KRAKEN = "kraken"
 # Kraken v2 data channels (objects with "channel", "type" and "data").
 _KRAKEN_V2_CHANNELS = frozenset({"book", "trade", "ticker", "ohlc"})
+HYPERLIQUID = "hyperliquid"
+# Hyperliquid's data channels (its envelope is {"channel", "data"}).
+_HYPERLIQUID_CHANNELS = frozenset({"l2Book", "trades", "bbo"})
 # Stream events only USD-M futures sends.
 _USDM_EVENTS = frozenset({"markPriceUpdate", "forceOrder", "continuous_kline", "compositeIndex"})
 
@@ -57,6 +60,8 @@ def frame_evidence(frame: RawFrame) -> Evidence | None:
         return Evidence(OKX, "its frames carry OKX's 'arg.instId'")
     if isinstance(obj.get("topic"), str) and obj.get("type") in ("snapshot", "delta"):
         return Evidence(BYBIT, "its frames carry Bybit v5's 'topic' and 'type'")
+    if obj.get("channel") in _HYPERLIQUID_CHANNELS and "data" in obj:
+        return Evidence(HYPERLIQUID, f"its frames carry Hyperliquid's {obj['channel']!r} channel")
     stream = obj.get("stream")
     data = obj.get("data") if isinstance(stream, str) else obj
     if not isinstance(data, dict):

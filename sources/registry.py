@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from candlewax.symbols import SymbolMap
-from sources import binance, bybit, kraken, okx
+from sources import binance, bybit, hyperliquid, kraken, okx
 from sources.venue import Parser, VenueProtocol
 
 PARSERS: dict[str, type[Parser]] = {
@@ -12,6 +12,7 @@ PARSERS: dict[str, type[Parser]] = {
     "okx": okx.PARSER,
     "bybit": bybit.PARSER,
     "kraken": kraken.PARSER,
+    "hyperliquid": hyperliquid.PARSER,
 }
 PROTOCOLS: dict[str, VenueProtocol] = {
     "binance": binance.PROTOCOL,
@@ -19,6 +20,7 @@ PROTOCOLS: dict[str, VenueProtocol] = {
     "okx": okx.PROTOCOL,
     "bybit": bybit.PROTOCOL,
     "kraken": kraken.PROTOCOL,
+    "hyperliquid": hyperliquid.PROTOCOL,
 }
 
 

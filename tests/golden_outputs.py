@@ -45,6 +45,7 @@ VENUES = {
     "bybit/cryptofeed_v5_linear_spot_2026-08-09.jsonl.gz": "bybit",
     "bybit/nautilus_bybit_history_XRPUSDT_ob500_2024-12-01.jsonl.gz": "bybit",
     "kraken/cryptofeed_v1_book1000_trade_ticker_2021-04-17.jsonl.gz": "kraken",
+    "hyperliquid/hftbacktest_btc_l2Book_trades_20250126.txt.gz": "hyperliquid",
 }
 
 

@@ -47,7 +47,16 @@ BYBIT_CAPTURES = {
 KRAKEN_CAPTURES = {
     "kraken/cryptofeed_v1_book1000_trade_ticker_2021-04-17.jsonl.gz": "kraken",
 }
-ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES, **BYBIT_CAPTURES, **KRAKEN_CAPTURES}
+HYPERLIQUID_CAPTURES = {
+    "hyperliquid/hftbacktest_btc_l2Book_trades_20250126.txt.gz": "hyperliquid",
+}
+ALL_CAPTURES = {
+    **BINANCE_CAPTURES,
+    **OKX_CAPTURES,
+    **BYBIT_CAPTURES,
+    **KRAKEN_CAPTURES,
+    **HYPERLIQUID_CAPTURES,
+}
 # Venues whose frames need the production reader (the connection's URL in conn_id).
 URL_CONN_VENUES = {"bybit"}
 CHECKS = [numbers.PYTHON_CHECKS] + ([numbers.NATIVE_CHECKS] if numbers.NATIVE_CHECKS else [])
@@ -88,6 +97,8 @@ def _market_frame(venue: str, frame: RawFrame) -> bool:
     obj = orjson.loads(frame.text)
     if venue == "kraken":  # v1 data arrays; events ({"event":..}) go to the careful path
         return isinstance(obj, list)
+    if venue == "hyperliquid":
+        return bool(obj.get("channel") in ("trades", "l2Book"))
     if venue == "okx":
         if "data" not in obj or "event" in obj:
             return False
