@@ -3,18 +3,20 @@
 from __future__ import annotations
 
 from candlewax.symbols import SymbolMap
-from sources import binance, okx
+from sources import binance, coinbase, okx
 from sources.venue import Parser, VenueProtocol
 
 PARSERS: dict[str, type[Parser]] = {
     "binance": binance.PARSER,
     "binance-usdm": binance.USDM_PARSER,
     "okx": okx.PARSER,
+    "coinbase": coinbase.PARSER,
 }
 PROTOCOLS: dict[str, VenueProtocol] = {
     "binance": binance.PROTOCOL,
     "binance-usdm": binance.USDM_PROTOCOL,
     "okx": okx.PROTOCOL,
+    "coinbase": coinbase.PROTOCOL,
 }
 
 
