@@ -125,9 +125,31 @@ class Okx(SyncRule):
             keeper.lose_sync(msg, out, "checksum_mismatch", detail)
 
 
+class Coinbase(SyncRule):
+    """Coinbase Advanced Trade: in-band snapshot, no per-product sequence. The parser
+    stamps each ``l2_data`` message with the connection's ``sequence_num`` (``last_id``)
+    and, when that number skips, sends every book of the connection an empty update
+    with ``first_id`` = the first lost number (sources/coinbase.py): a gap. An update
+    whose number is not above the book's is a repeat (a duplicated frame): ignored."""
+
+    name = "coinbase"
+
+    def on_update(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        if msg.first_id is not None:
+            lost = f"{msg.first_id}..{msg.last_id - 1}" if msg.last_id is not None else "?"
+            keeper.gap(msg, out, f"sequence_num {lost} lost on connection {msg.conn_id!r}")
+            return
+        last = keeper.last_id
+        if msg.last_id is not None and last is not None and msg.last_id <= last:
+            keeper.ignored += 1
+            return
+        keeper.apply_msg(msg, out)
+
+
 PLAIN = SyncRule()
 RULES: dict[str, SyncRule] = {
     "binance": BinanceSpot(),
     "binance-usdm": BinanceUsdm(),
     "okx": Okx(),
+    "coinbase": Coinbase(),
 }

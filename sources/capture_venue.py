@@ -23,6 +23,7 @@ from sources.frames import SNAPSHOT_HINT, RawFrame
 from sources.replay import head_frames
 
 SPOT, USDM, OKX = "binance", "binance-usdm", "okx"
+COINBASE = "coinbase"
 # Stream events only USD-M futures sends.
 _USDM_EVENTS = frozenset({"markPriceUpdate", "forceOrder", "continuous_kline", "compositeIndex"})
 
@@ -48,6 +49,10 @@ def frame_evidence(frame: RawFrame) -> Evidence | None:
         return Evidence(SPOT, "its REST depth snapshots carry no 'T'")
     if isinstance(obj.get("arg"), dict) and "instId" in obj["arg"]:
         return Evidence(OKX, "its frames carry OKX's 'arg.instId'")
+    if "sequence_num" in obj and "events" in obj and "channel" in obj:
+        return Evidence(
+            COINBASE, "its frames carry Coinbase Advanced Trade's 'sequence_num' envelope"
+        )
     stream = obj.get("stream")
     data = obj.get("data") if isinstance(stream, str) else obj
     if not isinstance(data, dict):

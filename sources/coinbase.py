@@ -201,7 +201,7 @@ class CoinbaseParser:
             for event in msg.events:
                 if event.trades is None or event.updates is not None or event.tickers is not None:
                     raise Decline
-                for t in event.trades:
+                for t in reversed(event.trades):  # newest first on the wire
                     side = _AGGRESSOR.get(t.side)
                     if side is None or not self._positive_ok(t.price, t.size):
                         raise Decline
@@ -312,7 +312,13 @@ class CoinbaseParser:
         self, channel: Any, obj: Any, events: list[Any], seq: int, frame: RawFrame
     ) -> list[Item]:
         if channel == "market_trades":
-            return [self._trade(t, frame.ts_ingest) for e in events for t in _list(e, "trades")]
+            # Coinbase lists an event's trades newest first (all 14 multi-trade events of
+            # the capture): emitted oldest first, so bars do not see them as late.
+            return [
+                self._trade(t, frame.ts_ingest)
+                for e in events
+                for t in reversed(_list(e, "trades"))
+            ]
         if channel == "l2_data":
             ts = _micros(obj["timestamp"], "timestamp")
             return [self._depth(e, seq, ts, frame) for e in events]

@@ -42,6 +42,7 @@ VENUES = {
     "binance/hftbacktest_spot_ethusdt_20240808.txt.gz": "binance",
     "okx/cryptofeed_legacy_books-l2-tbt_trades_tickers_2022-02-27.ws.txt.gz": "okx",
     "okx/cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz": "okx",
+    "coinbase/cryptofeed_advanced_trade_2026-08-09.jsonl.gz": "coinbase",
 }
 
 
