@@ -42,7 +42,9 @@ def expected_trades() -> list[tuple[str, str, str, str, str]]:
             for event in msg["events"]:
                 for t in event["trades"]:
                     side = {"BUY": "sell", "SELL": "buy"}[t["side"]]  # maker side on the wire
-                    out.append((UNIFIED[t["product_id"]], t["trade_id"], t["price"], t["size"], side))
+                    out.append(
+                        (UNIFIED[t["product_id"]], t["trade_id"], t["price"], t["size"], side)
+                    )
     return out
 
 

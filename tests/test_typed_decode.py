@@ -39,7 +39,13 @@ OKX_CAPTURES = {
     "okx/cryptofeed_v5_books_trades_tickers_2022-05-13.jsonl.gz": "okx",
     "okx/cryptofeed_legacy_books-l2-tbt_trades_tickers_2022-02-27.ws.txt.gz": "okx",
 }
-ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES}
+COINBASE_CAPTURES = {
+    "coinbase/cryptofeed_advanced_trade_2026-08-09.jsonl.gz": "coinbase",
+}
+ALL_CAPTURES = {**BINANCE_CAPTURES, **OKX_CAPTURES, **COINBASE_CAPTURES}
+# Frames above this size are not mutated (Coinbase's l2 snapshots, 5 MB: a mutation costs
+# seconds); tests/test_coinbase_typed.py mutates cut copies of them.
+MUTATED_MAX_CHARS = 1_000_000
 CHECKS = [numbers.PYTHON_CHECKS] + ([numbers.NATIVE_CHECKS] if numbers.NATIVE_CHECKS else [])
 CHECK_IDS = ["python", "native"][: len(CHECKS)]
 
@@ -72,6 +78,8 @@ def _market_frame(venue: str, frame: RawFrame) -> bool:
     if frame.hint is not None or frame.text == "pong":
         return False
     obj = orjson.loads(frame.text)
+    if venue == "coinbase":
+        return obj["channel"] in ("l2_data", "market_trades", "ticker")
     if venue == "okx":
         if "data" not in obj or "event" in obj:
             return False
@@ -218,6 +226,8 @@ def _samples(capture: str, per_kind: int) -> list[RawFrame]:
     seen: dict[str, int] = {}
     picked = []
     for frame in frames_of(capture):
+        if len(frame.text) > MUTATED_MAX_CHARS:
+            continue
         kind = re.sub(r"[0-9]", "", frame.text[:60]) + str(frame.hint is not None)
         if seen.get(kind, 0) < per_kind:
             seen[kind] = seen.get(kind, 0) + 1
