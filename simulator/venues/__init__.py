@@ -10,6 +10,7 @@ from collections.abc import Mapping
 
 from simulator.venues.base import ClientPort, MarketAt, RestReply, VenueSim
 from simulator.venues.binance import BinanceSim
+from simulator.venues.coinbase import CoinbaseSim
 from simulator.venues.okx import OkxSim
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
 _MODULES: tuple[type[VenueSim], ...] = (
     BinanceSim,
     OkxSim,
+    CoinbaseSim,
 )
 
 REGISTRY: dict[str, type[VenueSim]] = {name: cls for cls in _MODULES for name in cls.names}
