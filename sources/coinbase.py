@@ -110,7 +110,7 @@ _seconds_cache: dict[str, int] = {}
 def _micros(text: Any, field: str) -> int:
     """RFC 3339 UTC time (``2026-08-09T21:05:48.228568804Z``, 0-9 fraction digits)
     -> epoch microseconds, the fraction cut (not rounded) to 6 digits."""
-    if text.__class__ is not str or len(text) < 20 or text[-1] != "Z":
+    if text.__class__ is not str or len(text) < 20 or text[-1] != "Z" or not text.isascii():
         raise FrameError(f"{field} must be an RFC 3339 UTC time, got {text!r}")
     head = text[:19]
     seconds = _seconds_cache.get(head)
@@ -226,10 +226,16 @@ class CoinbaseParser:
                     raise Decline
                 if event.trades is not None or event.tickers is not None:
                     raise Decline
-                bids = [(u.price_level, u.new_quantity) for u in updates if u.side == "bid"]
-                asks = [(u.price_level, u.new_quantity) for u in updates if u.side == "offer"]
-                if len(bids) + len(asks) != len(updates):
-                    raise Decline
+                bids: Levels = []
+                asks: Levels = []
+                for u in updates:
+                    side = u.side
+                    if side == "bid":
+                        bids.append((u.price_level, u.new_quantity))
+                    elif side == "offer":
+                        asks.append((u.price_level, u.new_quantity))
+                    else:
+                        raise Decline
                 deletes = kind == "update"
                 if self._level_pairs(bids, deletes) is None:
                     raise Decline
