@@ -130,3 +130,34 @@ def test_disconnects_and_duplicates_lose_and_repeat_nothing(
     # Duplicates repeat their sequence_num (ignored); each new connection counts from 0.
     gaps = [s for s in statuses(records) if s["event"] == "gap_detected"]
     assert gaps == []
+
+
+def test_restamp_moves_every_iso_time_by_the_offset_keeping_its_digits() -> None:
+    from simulator.venues import venue_sim
+    from sources.coinbase import _micros
+
+    sim = venue_sim("coinbase")
+    day_ms = 86_400_000 + 1_500  # a day and 1.5 s: crosses the date, moves the fraction
+    entries = load_tape(CAPTURE, "coinbase").entries
+    trade = next(e for e in entries if e.key.startswith("market_trades:"))
+    level = next(e for e in entries if e.book and e.depth_no)
+    for entry in (trade, level):
+        before = orjson.loads(entry.text)
+        after = orjson.loads(sim.restamp(entry.text, day_ms))
+        assert _micros(after["timestamp"], "t") - _micros(before["timestamp"], "t") == day_ms * 1000
+        assert len(after["timestamp"]) == len(before["timestamp"])
+        event, moved = before["events"][0], after["events"][0]
+        for old, new in zip(event.get("trades", []), moved.get("trades", []), strict=True):
+            assert _micros(new["time"], "t") - _micros(old["time"], "t") == day_ms * 1000
+            assert (new["price"], new["size"], new["trade_id"]) == (
+                old["price"],
+                old["size"],
+                old["trade_id"],
+            )
+        for old, new in zip(event.get("updates", []), moved.get("updates", []), strict=True):
+            assert (
+                _micros(new["event_time"], "t") - _micros(old["event_time"], "t") == day_ms * 1000
+            )
+    assert list(sim.event_times_ms(trade.text)) == [
+        _micros(orjson.loads(trade.text)["timestamp"], "t") // 1000
+    ]
