@@ -132,13 +132,13 @@ def _micros(text: Any, field: str) -> int:
 
 class _Connection:
     """Sequence state of one connection: the last ``sequence_num`` and the products
-    whose ``l2_data`` came on it (the books a lost frame makes untrusted)."""
+    whose ``l2_data`` snapshot came on it (the books a lost frame makes untrusted)."""
 
     __slots__ = ("books", "last")
 
     def __init__(self) -> None:
         self.last: int | None = None
-        self.books: list[str] = []  # unified symbols, in first-seen order
+        self.books: dict[str, str] = {}  # native -> unified symbol, in first-seen order
 
 
 class CoinbaseParser:
@@ -163,13 +163,12 @@ class CoinbaseParser:
             found = self._connections[conn_id] = _Connection()
         return found
 
-    def _advance(self, conn: _Connection, seq: int, books: list[str]) -> None:
-        """After a frame parsed: its number and the products its book items were for."""
+    def _advance(self, conn: _Connection, seq: int, snapshots: dict[str, str]) -> None:
+        """After a frame parsed: its number and the products it had snapshots of."""
         if conn.last is None or seq > conn.last:
             conn.last = seq
-        for symbol in books:
-            if symbol not in conn.books:
-                conn.books.append(symbol)
+        if snapshots:
+            conn.books.update(snapshots)
 
     def _gap_markers(self, conn: _Connection, seq: int, frame: RawFrame) -> list[Item]:
         """One empty update per book of the connection when ``seq`` skips numbers."""
@@ -179,7 +178,7 @@ class CoinbaseParser:
         ts = frame.ts_ingest
         return [
             DepthMsg(VENUE, s, "update", [], [], last + 1, seq, None, None, ts, ts, frame.conn_id)
-            for s in conn.books
+            for s in conn.books.values()
         ]
 
     # ---- fast path ----
@@ -195,7 +194,7 @@ class CoinbaseParser:
         channel = msg.channel
         markets = self._markets
         out: list[KeyedItem] = []
-        books: list[str] = []
+        snapshots: dict[str, str] = {}
         if channel == "market_trades":
             rows = []
             for event in msg.events:
@@ -226,6 +225,8 @@ class CoinbaseParser:
                     raise Decline
                 if event.trades is not None or event.tickers is not None:
                     raise Decline
+                if kind == "update" and (conn is None or event.product_id not in conn.books):
+                    raise Decline  # no snapshot of it on this connection yet
                 bids: Levels = []
                 asks: Levels = []
                 for u in updates:
@@ -263,7 +264,8 @@ class CoinbaseParser:
                         ),
                     )
                 )
-                books.append(symbol)
+                if kind == "snapshot":
+                    snapshots[native] = symbol
         elif channel in _TICKER_CHANNELS:
             ts = _micros(msg.timestamp, "timestamp")
             tickers: list[_Ticker] = []
@@ -288,7 +290,7 @@ class CoinbaseParser:
                 out.append((key, record))
         else:
             raise Decline
-        self._advance(conn or self._connection(frame.conn_id), seq, books)
+        self._advance(conn or self._connection(frame.conn_id), seq, snapshots)
         return out
 
     # ---- careful path ----
@@ -308,11 +310,52 @@ class CoinbaseParser:
             conn = self._connection(frame.conn_id)
             markers = self._gap_markers(conn, seq, frame)
             items = self._channel(channel, obj, events, seq, frame)
+            snapshots: dict[str, str] = {}
+            if channel == "l2_data":
+                items = self._unsnapped(conn, events, items, snapshots, frame)
         except FRAME_FAULTS as exc:
             raise frame_error(self.venue, exc) from None
-        books = [i.symbol for i in items if isinstance(i, DepthMsg)]
-        self._advance(conn, seq, books)
+        self._advance(conn, seq, snapshots)
         return markers + items if markers else items
+
+    def _unsnapped(
+        self,
+        conn: _Connection,
+        events: list[Any],
+        items: list[Item],
+        snapshots: dict[str, str],
+        frame: RawFrame,
+    ) -> list[Item]:
+        """The book items of an ``l2_data`` frame (one per event), each update of a
+        product without a snapshot on this connection preceded by a marker: its book
+        (synced on an earlier connection, or its snapshot lost) cannot be trusted.
+        Fills ``snapshots`` (native -> symbol)."""
+        out: list[Item] = []
+        for event, item in zip(events, items, strict=True):
+            assert isinstance(item, DepthMsg)
+            native = event["product_id"]
+            if item.kind == "snapshot":
+                snapshots[native] = item.symbol
+            elif native not in conn.books and native not in snapshots:
+                seq, ts = item.last_id, frame.ts_ingest
+                out.append(
+                    DepthMsg(
+                        VENUE,
+                        item.symbol,
+                        "update",
+                        [],
+                        [],
+                        seq,
+                        seq,
+                        None,
+                        None,
+                        ts,
+                        ts,
+                        frame.conn_id,
+                    )
+                )
+            out.append(item)
+        return out
 
     def _channel(
         self, channel: Any, obj: Any, events: list[Any], seq: int, frame: RawFrame

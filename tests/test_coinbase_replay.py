@@ -16,6 +16,8 @@ from bar_reference import assert_matches, reference
 from capture_lines import CAPTURES, capture_frames
 
 from candlewax.cli import main
+from operators.book import BookKeeper
+from operators.events import DepthMsg
 from sources.coinbase import PROTOCOL
 from sources.registry import make_parser
 
@@ -191,11 +193,37 @@ def test_parser_marks_the_gap_for_each_book_seen_on_that_connection_only() -> No
     for frame in frames[:200]:
         parser.parse(frame)
     later = frames[201]
-    markers = [i for i in parser.parse(later) if not isinstance(i, dict) and i.first_id]
+    markers = [i for i in parser.parse(later) if isinstance(i, DepthMsg) and i.first_id]
     assert sorted(m.symbol for m in markers) == ["BTC/USD", "ETH/USD"]
+    assert all(m.first_id == 201 - 1 and m.last_id == 201 for m in markers)
     # The same frame on another connection starts that connection's count: no gap.
     other = make_parser("coinbase", None)
-    assert all(isinstance(i, dict) or not i.first_id for i in other.parse(later))
+    items = other.parse(later._replace(conn_id="another"))
+    assert all(not isinstance(i, DepthMsg) or i.first_id in (None, i.last_id) for i in items)
+
+
+def test_a_book_update_without_a_snapshot_on_its_connection_is_a_gap() -> None:
+    """After a reconnect, an update arriving before the new connection's snapshot (or
+    with that snapshot lost) must not extend a book synced on the old connection."""
+    frames = list(capture_frames(CAPTURE, "coinbase"))
+    parser = make_parser("coinbase", None)
+    keeper = BookKeeper("coinbase", "BTC/USD", depth=DEPTH)
+    events: list[str] = []
+
+    def feed(frame: Any) -> None:
+        for item in parser.parse(frame):
+            if isinstance(item, DepthMsg) and item.symbol == "BTC/USD":
+                events.extend(r["event"] for r in keeper.on_msg(item) if r["type"] == "status")
+
+    update = next(
+        n for n, f in enumerate(frames) if n > 100 and '"update","product_id":"BTC' in f.text
+    )
+    for frame in frames[:update]:
+        feed(frame)
+    assert keeper.synced and events == []
+    feed(frames[update]._replace(conn_id="reconnected"))
+    assert not keeper.synced
+    assert events == ["gap_detected", "resync_requested"]
 
 
 def test_venue_mismatch_names_coinbase() -> None:
