@@ -16,6 +16,7 @@ from bar_reference import assert_matches, reference
 from capture_lines import CAPTURES, capture_frames
 
 from candlewax.cli import main
+from candlewax.symbols import to_native
 from operators.book import BookKeeper
 from operators.events import DepthMsg
 from sources.coinbase import PROTOCOL
@@ -246,3 +247,30 @@ def test_protocol_subscribes_one_channel_per_frame_with_heartbeats() -> None:
         ("unsubscribe", "level2", ["ETH-USD"]),
         ("subscribe", "level2", ["ETH-USD"]),
     ]
+
+
+@pytest.mark.parametrize(
+    ("symbol", "fix"),
+    [("BTC/USD:USD", "write BTC/USD"), ("BTC/USDC", "write BTC/USD")],
+)
+def test_symbols_coinbase_does_not_serve_are_one_line_errors(
+    tmp_path: Path, symbol: str, fix: str
+) -> None:
+    import subprocess
+    import sys
+
+    config = tmp_path / "p.yaml"
+    config.write_text(
+        f"name: p\nsources:\n  - venue: coinbase\n    symbols: ['{symbol}']\n"
+        f"sinks:\n  - {{type: jsonl, path: {tmp_path / 'out'}}}\n"
+    )
+    run = subprocess.run(
+        [sys.executable, "-m", "candlewax.cli", "validate", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert run.returncode != 0
+    assert fix in run.stderr + run.stdout and "Traceback" not in run.stderr
+    assert len((run.stderr + run.stdout).strip().splitlines()) == 1
+    assert to_native("coinbase", "BTC/USD") == "BTC-USD"

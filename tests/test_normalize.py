@@ -81,7 +81,7 @@ def test_frame_of_unconfigured_venue_is_a_dead_letter() -> None:
 
 
 def test_registry() -> None:
-    assert set(PARSERS) == set(PROTOCOLS) == {"binance", "binance-usdm", "okx"}
+    assert set(PARSERS) == set(PROTOCOLS) == {"binance", "binance-usdm", "okx", "coinbase"}
     for venue in PARSERS:
         assert make_parser(venue, None).venue == venue == PROTOCOLS[venue].venue
     parser = make_parser("binance-usdm", ["BTC/USDT:USDT"])
