@@ -59,6 +59,7 @@ CAPTURES: dict[str, tuple[str, str]] = {
     "bybit": ("bybit", "bybit/cryptofeed_v5_linear_spot_2026-08-09.jsonl.gz"),
     "bybit-history": ("bybit", "bybit/nautilus_bybit_history_XRPUSDT_ob500_2024-12-01.jsonl.gz"),
     "kraken-v1": ("kraken", "kraken/cryptofeed_v1_book1000_trade_ticker_2021-04-17.jsonl.gz"),
+    "coinbase": ("coinbase", "coinbase/cryptofeed_advanced_trade_2026-08-09.jsonl.gz"),
 }
 BOOK_DEPTH = 20
 

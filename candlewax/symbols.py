@@ -98,6 +98,15 @@ def to_native(venue: str, symbol: str) -> str:
             return f"{base}-{quote}-SWAP"
         return f"{base}-{quote}-{suffix}"
     if venue == "coinbase":
+        if settle:
+            raise SymbolError(
+                f"coinbase market data is spot only: write {base}/{quote}, not {symbol}"
+            )
+        if quote == "USDC":
+            # Advanced Trade serves -USDC market data as the -USD product (§2.1).
+            raise SymbolError(
+                f"coinbase sends {base}-USDC market data as {base}-USD: write {base}/USD"
+            )
         return f"{base}-{quote}"
     if venue == "kraken":
         return f"{base}/{quote}"

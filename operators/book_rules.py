@@ -177,6 +177,34 @@ class Kraken(SyncRule):
             keeper.lose_sync(msg, out, "checksum_mismatch", detail)
 
 
+class Coinbase(SyncRule):
+    """Coinbase Advanced Trade: in-band snapshot, no per-product sequence. The parser
+    stamps each ``l2_data`` message with the connection's ``sequence_num`` (``last_id``)
+    and, when that number skips, sends every book of the connection an empty update
+    with ``first_id`` = the first lost number (sources/coinbase.py): a gap. The same
+    marker with ``first_id == last_id`` precedes an update of a product that had no
+    snapshot on its connection (the book was synced on an earlier connection, or its
+    snapshot was lost): a gap too. An update whose number is not above the book's is a
+    repeat (a duplicated frame): ignored."""
+
+    name = "coinbase"
+
+    def on_update(self, keeper: BookKeeper, msg: DepthMsg, out: Out) -> None:
+        first, seq = msg.first_id, msg.last_id
+        if first is not None:
+            if first == seq:  # the parser saw no snapshot of it on this connection
+                why = f"update sequence_num={seq} before any snapshot on connection"
+            else:
+                why = f"sequence_num {first}..{(seq or 0) - 1} lost on connection"
+            keeper.gap(msg, out, f"{why} {msg.conn_id!r}")
+            return
+        last = keeper.last_id
+        if msg.last_id is not None and last is not None and msg.last_id <= last:
+            keeper.ignored += 1
+            return
+        keeper.apply_msg(msg, out)
+
+
 PLAIN = SyncRule()
 RULES: dict[str, SyncRule] = {
     "binance": BinanceSpot(),
@@ -184,4 +212,5 @@ RULES: dict[str, SyncRule] = {
     "okx": Okx(),
     "bybit": Bybit(),
     "kraken": Kraken(),
+    "coinbase": Coinbase(),
 }

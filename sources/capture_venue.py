@@ -30,6 +30,7 @@ _KRAKEN_V2_CHANNELS = frozenset({"book", "trade", "ticker", "ohlc"})
 HYPERLIQUID = "hyperliquid"
 # Hyperliquid's data channels (its envelope is {"channel", "data"}).
 _HYPERLIQUID_CHANNELS = frozenset({"l2Book", "trades", "bbo"})
+COINBASE = "coinbase"
 # Stream events only USD-M futures sends.
 _USDM_EVENTS = frozenset({"markPriceUpdate", "forceOrder", "continuous_kline", "compositeIndex"})
 
@@ -62,6 +63,10 @@ def frame_evidence(frame: RawFrame) -> Evidence | None:
         return Evidence(BYBIT, "its frames carry Bybit v5's 'topic' and 'type'")
     if obj.get("channel") in _HYPERLIQUID_CHANNELS and "data" in obj:
         return Evidence(HYPERLIQUID, f"its frames carry Hyperliquid's {obj['channel']!r} channel")
+    if "sequence_num" in obj and "events" in obj and "channel" in obj:
+        return Evidence(
+            COINBASE, "its frames carry Coinbase Advanced Trade's 'sequence_num' envelope"
+        )
     stream = obj.get("stream")
     data = obj.get("data") if isinstance(stream, str) else obj
     if not isinstance(data, dict):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from candlewax.symbols import SymbolMap
-from sources import binance, bybit, hyperliquid, kraken, okx
+from sources import binance, bybit, coinbase, hyperliquid, kraken, okx
 from sources.venue import Parser, VenueProtocol
 
 PARSERS: dict[str, type[Parser]] = {
@@ -13,6 +13,7 @@ PARSERS: dict[str, type[Parser]] = {
     "bybit": bybit.PARSER,
     "kraken": kraken.PARSER,
     "hyperliquid": hyperliquid.PARSER,
+    "coinbase": coinbase.PARSER,
 }
 PROTOCOLS: dict[str, VenueProtocol] = {
     "binance": binance.PROTOCOL,
@@ -21,6 +22,7 @@ PROTOCOLS: dict[str, VenueProtocol] = {
     "bybit": bybit.PROTOCOL,
     "kraken": kraken.PROTOCOL,
     "hyperliquid": hyperliquid.PROTOCOL,
+    "coinbase": coinbase.PROTOCOL,
 }
 
 

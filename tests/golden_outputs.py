@@ -46,6 +46,7 @@ VENUES = {
     "bybit/nautilus_bybit_history_XRPUSDT_ob500_2024-12-01.jsonl.gz": "bybit",
     "kraken/cryptofeed_v1_book1000_trade_ticker_2021-04-17.jsonl.gz": "kraken",
     "hyperliquid/hftbacktest_btc_l2Book_trades_20250126.txt.gz": "hyperliquid",
+    "coinbase/cryptofeed_advanced_trade_2026-08-09.jsonl.gz": "coinbase",
 }
 
 

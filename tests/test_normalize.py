@@ -92,6 +92,7 @@ def test_registry() -> None:
             "bybit",
             "kraken",
             "hyperliquid",
+            "coinbase",
         }
     )
     for venue in PARSERS:

@@ -50,15 +50,22 @@ KRAKEN_CAPTURES = {
 HYPERLIQUID_CAPTURES = {
     "hyperliquid/hftbacktest_btc_l2Book_trades_20250126.txt.gz": "hyperliquid",
 }
+COINBASE_CAPTURES = {
+    "coinbase/cryptofeed_advanced_trade_2026-08-09.jsonl.gz": "coinbase",
+}
 ALL_CAPTURES = {
     **BINANCE_CAPTURES,
     **OKX_CAPTURES,
     **BYBIT_CAPTURES,
     **KRAKEN_CAPTURES,
     **HYPERLIQUID_CAPTURES,
+    **COINBASE_CAPTURES,
 }
 # Venues whose frames need the production reader (the connection's URL in conn_id).
 URL_CONN_VENUES = {"bybit"}
+# Frames above this size are not mutated (Coinbase's l2 snapshots, 5 MB: a mutation costs
+# seconds); tests/test_coinbase_typed.py mutates cut copies of them.
+MUTATED_MAX_CHARS = 1_000_000
 CHECKS = [numbers.PYTHON_CHECKS] + ([numbers.NATIVE_CHECKS] if numbers.NATIVE_CHECKS else [])
 CHECK_IDS = ["python", "native"][: len(CHECKS)]
 
@@ -99,6 +106,8 @@ def _market_frame(venue: str, frame: RawFrame) -> bool:
         return isinstance(obj, list)
     if venue == "hyperliquid":
         return bool(obj.get("channel") in ("trades", "l2Book"))
+    if venue == "coinbase":
+        return obj["channel"] in ("l2_data", "market_trades", "ticker")
     if venue == "okx":
         if "data" not in obj or "event" in obj:
             return False
@@ -251,6 +260,8 @@ def _samples(capture: str, per_kind: int) -> list[RawFrame]:
     seen: dict[str, int] = {}
     picked = []
     for frame in frames_of(capture):
+        if len(frame.text) > MUTATED_MAX_CHARS:
+            continue
         kind = re.sub(r"[0-9]", "", frame.text[:60]) + str(frame.hint is not None)
         if seen.get(kind, 0) < per_kind:
             seen[kind] = seen.get(kind, 0) + 1

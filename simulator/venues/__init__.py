@@ -11,6 +11,7 @@ from collections.abc import Mapping
 from simulator.venues.base import ClientPort, MarketAt, RestReply, VenueSim
 from simulator.venues.binance import BinanceSim
 from simulator.venues.bybit import BybitSim
+from simulator.venues.coinbase import CoinbaseSim
 from simulator.venues.hyperliquid import HyperliquidSim
 from simulator.venues.kraken import KrakenSim
 from simulator.venues.okx import OkxSim
@@ -31,6 +32,7 @@ _MODULES: tuple[type[VenueSim], ...] = (
     BybitSim,
     KrakenSim,
     HyperliquidSim,
+    CoinbaseSim,
 )
 
 REGISTRY: dict[str, type[VenueSim]] = {name: cls for cls in _MODULES for name in cls.names}
