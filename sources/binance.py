@@ -34,6 +34,9 @@ from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 _HINT_LEN = len(SNAPSHOT_HINT)
 MAX_STREAMS = 1024  # per connection, both markets
 _STREAM_SUFFIX = {"trades": "@trade", "book": "@depth@100ms", "bbo": "@bookTicker"}
+# USD-M futures document no raw trade stream: trades come as aggregate trades
+# (ids "agg:<a>", their own namespace).
+_USDM_STREAM_SUFFIX = {**_STREAM_SUFFIX, "trades": "@aggTrade"}
 # Field names for dead-letter reasons, by trade-id prefix ("" trade, "agg:" aggTrade).
 _TRADE_FIELDS = {"": ("trade p", "trade q"), "agg:": ("aggTrade p", "aggTrade q")}
 _TICKER_FIELDS = ("bookTicker b", "bookTicker B", "bookTicker a", "bookTicker A")
@@ -381,19 +384,26 @@ class BinanceProtocol:
     app_ping_interval: float | None = None
     max_lifetime: float | None = 24 * 3600.0
 
-    def __init__(self, venue: str, ws_url: str, rest_url: str, depth_query: str) -> None:
+    def __init__(
+        self,
+        venue: str,
+        ws_url: str,
+        rest_url: str,
+        depth_query: str,
+        suffixes: dict[str, str] = _STREAM_SUFFIX,
+    ) -> None:
         self.venue = venue
+        self._suffixes = suffixes
         self.default_ws_url = ws_url
         self.default_rest_url: str | None = rest_url
         self._depth_query = depth_query  # path?query with {native}
 
     def connect_url(self, ws_url: str, natives: list[str], channels: list[str]) -> str:
-        unknown = [c for c in channels if c not in _STREAM_SUFFIX]
+        suffixes = self._suffixes
+        unknown = [c for c in channels if c not in suffixes]
         if unknown:
-            raise ValueError(
-                f"{self.venue}: unknown channels {unknown}; use {list(_STREAM_SUFFIX)}"
-            )
-        streams = [n.lower() + _STREAM_SUFFIX[c] for n in natives for c in channels]
+            raise ValueError(f"{self.venue}: unknown channels {unknown}; use {list(suffixes)}")
+        streams = [n.lower() + suffixes[c] for n in natives for c in channels]
         if len(streams) > MAX_STREAMS:
             raise ValueError(
                 f"{self.venue}: {len(streams)} streams exceed {MAX_STREAMS} per connection"
@@ -430,4 +440,5 @@ USDM_PROTOCOL = BinanceProtocol(
     "wss://fstream.binance.com",
     "https://fapi.binance.com",
     "/fapi/v1/depth?symbol={native}&limit=1000",
+    _USDM_STREAM_SUFFIX,
 )

@@ -240,10 +240,10 @@ def _canonical(records: list[Record]) -> list[bytes]:
 
 # ---- live: the simulator serves the doctored frames over a real WebSocket ----
 
-# The live sources subscribe to @trade and bbo-tbt; the captures hold aggTrade (USD-M)
-# and tickers (OKX). Tape keys only route frames, so those are served on the
-# subscribed streams (the parser reads the kind from the frame itself).
-_ROUTE = (("@aggtrade", "@trade"), ("tickers:", "bbo-tbt:"))
+# The OKX live source subscribes to bbo-tbt; the capture holds tickers. Tape keys only
+# route frames, so those are served on the subscribed stream (the parser reads the kind
+# from the frame itself).
+_ROUTE = (("tickers:", "bbo-tbt:"),)
 
 
 def _routed(key: str) -> str:

@@ -59,11 +59,8 @@ SIMULATORS: dict[str, dict[str, Any]] = {
     },
 }
 FAULT_EVENTS = {"gap_detected", "resync_requested", "checksum_mismatch"}
-# Known gap, not this test's to fix: the live binance-usdm source subscribes
-# <symbol>@trade while the bundled USD-M capture holds only @aggTrade, so its
-# simulator has no trades to serve. The run checks that this is still so: once
-# fixed, drop the venue from here.
-NO_TRADES_ON_TAPE = {"binance-usdm"}
+# Venues whose capture holds no trade the live source subscribes to (none today).
+NO_TRADES_ON_TAPE: set[str] = set()
 
 
 def example_with(sims: dict[str, SimulatorThread], out: Path) -> PipelineConfig:
