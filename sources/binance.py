@@ -26,9 +26,14 @@ from sources.numbers import (
     check_positive,
     check_ticker,
     malformed_level,
-    number_checks,
 )
-from sources.typed import Decline, KeyedItem, WireInt, WireStruct, decoder, native_symbols
+from sources.typed import (
+    Decline,
+    KeyedItem,
+    TypedParser,
+    WireInt,
+    WireStruct,
+)
 from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
 _HINT_LEN = len(SNAPSHOT_HINT)
@@ -99,19 +104,14 @@ def _micros(ms: Any, field: str) -> int:
     return result
 
 
-class BinanceParser:
+class BinanceParser(TypedParser[_Envelope]):
     """Parser for Binance spot; :class:`BinanceUsdmParser` adds ``pu``."""
 
     venue: str = "binance"
     _usdm: bool = False
 
     def __init__(self, symbols: SymbolMap) -> None:
-        self._symbols = symbols
-        self._symbol, self._markets = native_symbols(symbols, self.venue, "symbol")
-        self._decode = decoder(_Envelope)
-        checks = number_checks()
-        self._positive_ok = checks.positive_ok
-        self._level_pairs = checks.level_pairs
+        super().__init__(symbols, "symbol", _Envelope)
         # Depth symbols seen per connection: a symbol-less snapshot belongs to its
         # connection's only symbol (several one-symbol captures may share a parser).
         self._depth_by_conn: dict[str, set[str]] = {}

@@ -36,8 +36,14 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
-from sources.numbers import check_levels, check_positive, check_ticker, number_checks
-from sources.typed import Decline, KeyedItem, WireInt, WireStruct, decoder, native_symbols
+from sources.numbers import check_levels, check_positive, check_ticker
+from sources.typed import (
+    Decline,
+    KeyedItem,
+    TypedParser,
+    WireInt,
+    WireStruct,
+)
 from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
 VENUE = "coinbase"
@@ -141,16 +147,11 @@ class _Connection:
         self.books: dict[str, str] = {}  # native -> unified symbol, in first-seen order
 
 
-class CoinbaseParser:
+class CoinbaseParser(TypedParser[_Frame]):
     venue = VENUE
 
     def __init__(self, symbols: SymbolMap) -> None:
-        self._symbols = symbols
-        self._symbol, self._markets = native_symbols(symbols, VENUE, "product_id")
-        self._decode = decoder(_Frame)
-        checks = number_checks()
-        self._positive_ok = checks.positive_ok
-        self._level_pairs = checks.level_pairs
+        super().__init__(symbols, "product_id", _Frame)
         self._connections: dict[str, _Connection] = {}
 
     # ---- per-connection sequence ----

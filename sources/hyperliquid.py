@@ -30,8 +30,14 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
-from sources.numbers import check_levels, check_positive, number_checks
-from sources.typed import Decline, KeyedItem, WireInt, WireStruct, decoder, native_symbols
+from sources.numbers import check_levels, check_positive
+from sources.typed import (
+    Decline,
+    KeyedItem,
+    TypedParser,
+    WireInt,
+    WireStruct,
+)
 from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
 VENUE = "hyperliquid"
@@ -112,16 +118,11 @@ def _bbo_side(raw: Any, field: str) -> tuple[str, str] | None:
     return pair
 
 
-class HyperliquidParser:
+class HyperliquidParser(TypedParser[_Push]):
     venue = VENUE
 
     def __init__(self, symbols: SymbolMap) -> None:
-        self._symbols = symbols
-        self._symbol, self._markets = native_symbols(symbols, VENUE, "coin")
-        self._decode = decoder(_Push)
-        checks = number_checks()
-        self._positive_ok = checks.positive_ok
-        self._level_pairs = checks.level_pairs
+        super().__init__(symbols, "coin", _Push)
 
     # ---- the fast path ----
 

@@ -37,15 +37,14 @@ from candlewax.schema import make_bbo, make_status, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg, Levels
 from sources.frames import RawFrame
-from sources.numbers import check_levels, check_positive, number_checks
+from sources.numbers import check_levels, check_positive
 from sources.typed import (
     Decline,
     KeyedItem,
+    TypedParser,
     WireInt,
     WireStruct,
-    decoder,
     key_items,
-    native_symbols,
 )
 from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
@@ -170,16 +169,11 @@ def _raw_levels(levels: list[_Level] | None) -> Levels:
     return [(_raw_text(lvl.price), _raw_text(lvl.qty)) for lvl in levels]
 
 
-class KrakenParser:
+class KrakenParser(TypedParser[_Push]):
     venue = VENUE
 
     def __init__(self, symbols: SymbolMap) -> None:
-        self._symbols = symbols
-        self._symbol, self._markets = native_symbols(symbols, VENUE, "symbol")
-        self._decode = decoder(_Push)
-        checks = number_checks()
-        self._positive_ok = checks.positive_ok
-        self._level_pairs = checks.level_pairs
+        super().__init__(symbols, "symbol", _Push)
 
     # -- typed (v2 pushes of trade/book/ticker; everything else declines) --
 

@@ -24,9 +24,15 @@ from sources.numbers import (
     check_positive,
     check_ticker,
     malformed_level,
-    number_checks,
 )
-from sources.typed import Decline, KeyedItem, Market, WireInt, WireStruct, decoder, native_symbols
+from sources.typed import (
+    Decline,
+    KeyedItem,
+    Market,
+    TypedParser,
+    WireInt,
+    WireStruct,
+)
 from sources.venue import FRAME_FAULTS, FrameError, Item, frame_error
 
 VENUE = "okx"
@@ -138,16 +144,11 @@ def _opt_int(value: Any, field: str) -> int | None:
     raise FrameError(f"{field} must be an integer, got {value!r}")
 
 
-class OkxParser:
+class OkxParser(TypedParser[_Push]):
     venue = VENUE
 
     def __init__(self, symbols: SymbolMap) -> None:
-        self._symbols = symbols
-        self._symbol, self._markets = native_symbols(symbols, VENUE, "instId")
-        self._decode = decoder(_Push)
-        checks = number_checks()
-        self._positive_ok = checks.positive_ok
-        self._level_pairs = checks.level_pairs
+        super().__init__(symbols, "instId", _Push)
 
     def typed(self, frame: RawFrame) -> list[KeyedItem]:
         """The fast path: pushes of the data channels; raises on any other frame

@@ -29,13 +29,14 @@ that true:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 import msgspec
 
 from candlewax.schema import make_bbo, make_trade
 from candlewax.symbols import SymbolMap
 from operators.events import DepthMsg
+from sources.numbers import number_checks
 from sources.venue import Item, NativeSymbols
 
 # Integers the typed path accepts: int64. orjson reads integers up to 2**64 - 1 as int and
@@ -108,3 +109,19 @@ def native_symbols(symbols: SymbolMap, venue: str, field: str) -> tuple[NativeSy
     """The careful path's symbol cache and the typed path's markets on top of it."""
     careful = NativeSymbols(symbols, field)
     return careful, Markets(venue, careful)
+
+
+class TypedParser(Generic[T]):
+    """What every parser on the fast contract sets up: the careful path's symbol cache
+    (``_symbol``, by the venue's instrument ``field``), the typed path's markets on top
+    of it, the decoder of its superset wire struct and the number checks."""
+
+    venue: str
+
+    def __init__(self, symbols: SymbolMap, field: str, kind: type[T]) -> None:
+        self._symbols = symbols
+        self._symbol, self._markets = native_symbols(symbols, self.venue, field)
+        self._decode = decoder(kind)
+        checks = number_checks()
+        self._positive_ok = checks.positive_ok
+        self._level_pairs = checks.level_pairs

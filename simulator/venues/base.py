@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Protocol, TypeAlias
 
 from simulator.books import BookState
 from simulator.stats import SimStats
-from simulator.tape_types import Entry, TapeBuilder
+from simulator.tape_types import SNAPSHOT, Entry, TapeBuilder
 
 if TYPE_CHECKING:
     from simulator.market import Replica
@@ -170,3 +170,21 @@ class VenueSim:
     def lap_shift(self, text: str, dt_ms: int, did: int) -> str:
         """The frame with times + ``dt_ms`` and trade / book ids + ``did`` (``loop``)."""
         raise NotImplementedError
+
+
+def apply_in_band(books: dict[str, BookState], entry: Entry) -> BookState | None:
+    """``VenueSim.apply_book`` of venues with in-band snapshots: a snapshot starts the
+    book afresh, an update applies to it; None for an update before the first snapshot
+    (it cannot be placed). Keeps the entry's id and time text on the book."""
+    assert entry.book is not None
+    book = books.get(entry.book)
+    if entry.action == SNAPSHOT:
+        book = books[entry.book] = BookState()
+        book.replace(entry.bids, entry.asks)
+    elif book is None:
+        return None
+    else:
+        book.apply(entry.bids, entry.asks)
+    book.last_id = entry.last_id
+    book.ts_text = entry.ts_text
+    return book

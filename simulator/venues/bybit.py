@@ -17,7 +17,7 @@ import orjson
 
 from simulator.books import BookState
 from simulator.tape_types import SNAPSHOT, UPDATE, Entry, TapeBuilder
-from simulator.venues.base import ClientPort, VenueSim, shifted_time, time_as_ms
+from simulator.venues.base import ClientPort, VenueSim, apply_in_band, shifted_time, time_as_ms
 from sources.bybit import LINEAR, MARKETS, market_of
 from sources.frames import RawFrame
 
@@ -53,17 +53,7 @@ class BybitSim(VenueSim):
         return _BybitBuilder(self.venue)
 
     def apply_book(self, books: dict[str, BookState], entry: Entry) -> None:
-        assert entry.book is not None
-        book = books.get(entry.book)
-        if entry.action == SNAPSHOT:
-            book = books[entry.book] = BookState()
-            book.replace(entry.bids, entry.asks)
-        elif book is None:
-            return  # a delta before the first snapshot cannot be placed
-        else:
-            book.apply(entry.bids, entry.asks)
-        book.last_id = entry.last_id
-        book.ts_text = entry.ts_text
+        apply_in_band(books, entry)
 
     # ---- connections ----
 

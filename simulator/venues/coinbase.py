@@ -26,7 +26,7 @@ import orjson
 
 from simulator.books import BookState
 from simulator.tape_types import SNAPSHOT, UPDATE, Entry, TapeBuilder
-from simulator.venues.base import ClientPort, VenueSim
+from simulator.venues.base import ClientPort, VenueSim, apply_in_band
 from sources.frames import RawFrame
 
 PATH = ""  # the venue serves the root path
@@ -88,16 +88,7 @@ class CoinbaseSim(VenueSim):
         return _CoinbaseBuilder(self.venue)
 
     def apply_book(self, books: dict[str, BookState], entry: Entry) -> None:
-        assert entry.book is not None
-        book = books.get(entry.book)
-        if entry.action == SNAPSHOT:
-            book = books[entry.book] = BookState()
-            book.replace(entry.bids, entry.asks)
-        elif book is None:
-            return  # an update before the first snapshot cannot be placed
-        else:
-            book.apply(entry.bids, entry.asks)
-        book.ts_text = entry.ts_text
+        apply_in_band(books, entry)
 
     # ---- connections ----
 

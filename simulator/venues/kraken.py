@@ -19,7 +19,7 @@ import orjson
 from operators.checksum import KRAKEN_DEPTH, kraken_checksum
 from simulator.books import BookState
 from simulator.tape_types import SNAPSHOT, UPDATE, Entry, TapeBuilder
-from simulator.venues.base import ClientPort, VenueSim
+from simulator.venues.base import ClientPort, VenueSim, apply_in_band
 from simulator.venues.kraken_v2 import V2Deriver, book_push
 from sources.frames import RawFrame
 from sources.kraken import BOOK_DEPTH
@@ -71,16 +71,7 @@ class KrakenSim(VenueSim):
         return _KrakenBuilder(self.venue)
 
     def apply_book(self, books: dict[str, BookState], entry: Entry) -> None:
-        assert entry.book is not None
-        book = books.get(entry.book)
-        if entry.action == SNAPSHOT:
-            book = books[entry.book] = BookState()
-            book.replace(entry.bids, entry.asks)
-        elif book is None:
-            return
-        else:
-            book.apply(entry.bids, entry.asks)
-        book.ts_text = entry.ts_text
+        apply_in_band(books, entry)
 
     # ---- connections ----
 

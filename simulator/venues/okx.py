@@ -18,7 +18,7 @@ import orjson
 from operators.checksum import OKX_DEPTH, okx_checksum
 from simulator.books import BookState
 from simulator.tape_types import SNAPSHOT, UPDATE, Entry, TapeBuilder
-from simulator.venues.base import ClientPort, VenueSim, shifted_time, time_as_ms
+from simulator.venues.base import ClientPort, VenueSim, apply_in_band, shifted_time, time_as_ms
 from sources.frames import RawFrame
 from sources.okx import BOOK_CHANNELS
 
@@ -86,21 +86,13 @@ class OkxSim(VenueSim):
         return _OkxBuilder(self.venue)
 
     def apply_book(self, books: dict[str, BookState], entry: Entry) -> None:
-        assert entry.book is not None
-        book = books.get(entry.book)
-        if entry.action == SNAPSHOT:
-            book = books[entry.book] = BookState()
-            book.replace(entry.bids, entry.asks)
-        elif book is None:
-            return  # an update before the first snapshot cannot be placed
-        else:
-            book.apply(entry.bids, entry.asks)
+        book = apply_in_band(books, entry)
+        if book is None:
+            return
         counts = book.counts
         for level in (*entry.bids, *entry.asks):
             if len(level) > 3:
                 counts[level[0]] = level[3]
-        book.last_id = entry.last_id
-        book.ts_text = entry.ts_text
 
     # ---- connections ----
 
