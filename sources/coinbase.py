@@ -147,6 +147,16 @@ class _Connection:
         self.books: dict[str, str] = {}  # native -> unified symbol, in first-seen order
 
 
+def _depth_msg(
+    symbol: str, kind: str, bids: Levels, asks: Levels, seq: int, ts: int, frame: RawFrame
+) -> DepthMsg:
+    """An ``l2_data`` event as a book message, as both paths build it (``last_id`` is the
+    connection's sequence number)."""
+    return DepthMsg(
+        VENUE, symbol, kind, bids, asks, None, seq, None, None, ts, frame.ts_ingest, frame.conn_id
+    )
+
+
 class CoinbaseParser(TypedParser[_Frame]):
     venue = VENUE
 
@@ -246,25 +256,7 @@ class CoinbaseParser(TypedParser[_Frame]):
                 depth.append((event.product_id, kind, bids, asks))
             for native, kind, bids, asks in depth:
                 symbol, key, _, _ = markets[native]
-                out.append(
-                    (
-                        key,
-                        DepthMsg(
-                            VENUE,
-                            symbol,
-                            kind,
-                            bids,
-                            asks,
-                            None,
-                            seq,
-                            None,
-                            None,
-                            ts,
-                            frame.ts_ingest,
-                            frame.conn_id,
-                        ),
-                    )
-                )
+                out.append((key, _depth_msg(symbol, kind, bids, asks, seq, ts, frame)))
                 if kind == "snapshot":
                     snapshots[native] = symbol
         elif channel in _TICKER_CHANNELS:
@@ -413,21 +405,7 @@ class CoinbaseParser(TypedParser[_Frame]):
         deletes = kind == "update"
         check_levels(bids, f"coinbase l2_data {kind} bids", deletes)
         check_levels(asks, f"coinbase l2_data {kind} offers", deletes)
-        symbol = self._symbol(e["product_id"])
-        return DepthMsg(
-            VENUE,
-            symbol,
-            kind,
-            bids,
-            asks,
-            None,
-            seq,
-            None,
-            None,
-            ts,
-            frame.ts_ingest,
-            frame.conn_id,
-        )
+        return _depth_msg(self._symbol(e["product_id"]), kind, bids, asks, seq, ts, frame)
 
     def _ticker(self, t: Any, ts: int, ts_ingest: int) -> dict[str, Any]:
         bid, ask = check_ticker(

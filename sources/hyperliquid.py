@@ -118,6 +118,25 @@ def _bbo_side(raw: Any, field: str) -> tuple[str, str] | None:
     return pair
 
 
+def _book_msg(symbol: str, bids: Levels, asks: Levels, ts: int, frame: RawFrame) -> DepthMsg:
+    """An ``l2Book`` push as a book message, as both paths build it: always the whole book
+    (a snapshot), with no sequence numbers or checksum."""
+    return DepthMsg(
+        VENUE,
+        symbol,
+        "snapshot",
+        bids,
+        asks,
+        None,
+        None,
+        None,
+        None,
+        ts,
+        frame.ts_ingest,
+        frame.conn_id,
+    )
+
+
 class HyperliquidParser(TypedParser[_Push]):
     venue = VENUE
 
@@ -140,21 +159,7 @@ class HyperliquidParser(TypedParser[_Push]):
             if bids is None or asks is None:
                 raise Decline
             symbol, key, _, _ = self._markets[data.coin]
-            msg = DepthMsg(
-                VENUE,
-                symbol,
-                "snapshot",
-                bids,
-                asks,
-                None,
-                None,
-                None,
-                None,
-                data.time * 1000,
-                frame.ts_ingest,
-                frame.conn_id,
-            )
-            return [(key, msg)]
+            return [(key, _book_msg(symbol, bids, asks, data.time * 1000, frame))]
         if channel == "bbo" and data.bbo is not None and data.levels is None:
             bid, ask = data.bbo
             if bid is None or ask is None or not self._positive_ok(bid.px, bid.sz, ask.px, ask.sz):
@@ -230,21 +235,7 @@ class HyperliquidParser(TypedParser[_Push]):
         bids = _level_list(levels[0], "hyperliquid l2Book bids")
         asks = _level_list(levels[1], "hyperliquid l2Book asks")
         ts = _millis(data["time"], "l2Book time")
-        symbol = self._symbol(data["coin"])
-        return DepthMsg(
-            VENUE,
-            symbol,
-            "snapshot",
-            bids,
-            asks,
-            None,
-            None,
-            None,
-            None,
-            ts,
-            frame.ts_ingest,
-            frame.conn_id,
-        )
+        return _book_msg(self._symbol(data["coin"]), bids, asks, ts, frame)
 
     def _bbo(self, data: Any, ts_ingest: int) -> dict[str, Any]:
         sides = data["bbo"]

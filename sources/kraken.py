@@ -169,6 +169,35 @@ def _raw_levels(levels: list[_Level] | None) -> Levels:
     return [(_raw_text(lvl.price), _raw_text(lvl.qty)) for lvl in levels]
 
 
+def _depth_msg(
+    symbol: str,
+    kind: str,
+    bids: Levels,
+    asks: Levels,
+    depth: int,
+    checksum: int | None,
+    ts: int,
+    frame: RawFrame,
+) -> DepthMsg:
+    """A book message as every path builds it (v2 typed and careful, v1): no sequence
+    numbers; the subscribed ``depth`` rides in ``first_id`` (the Kraken rule cuts the book
+    to it before the checksum)."""
+    return DepthMsg(
+        VENUE,
+        symbol,
+        kind,
+        bids,
+        asks,
+        depth,
+        None,
+        None,
+        checksum,
+        ts,
+        frame.ts_ingest,
+        frame.conn_id,
+    )
+
+
 class KrakenParser(TypedParser[_Push]):
     venue = VENUE
 
@@ -193,25 +222,8 @@ class KrakenParser(TypedParser[_Push]):
             for native, bids, asks, checksum, ts in depth:
                 symbol, key, _, _ = self._markets[native]
                 ts_exchange = frame.ts_ingest if ts is None else ts
-                out.append(
-                    (
-                        key,
-                        DepthMsg(
-                            VENUE,
-                            symbol,
-                            kind,
-                            bids,
-                            asks,
-                            BOOK_DEPTH,
-                            None,
-                            None,
-                            checksum,
-                            ts_exchange,
-                            frame.ts_ingest,
-                            frame.conn_id,
-                        ),
-                    )
-                )
+                msg = _depth_msg(symbol, kind, bids, asks, BOOK_DEPTH, checksum, ts_exchange, frame)
+                out.append((key, msg))
             return out
         if channel == "trade":
             trades = [self._typed_trade(d) for d in push.data]
@@ -350,20 +362,7 @@ class KrakenParser(TypedParser[_Push]):
             raise FrameError(f"kraken book checksum must be an unsigned CRC32, got {checksum!r}")
         stamp = d.get("timestamp")
         ts = frame.ts_ingest if stamp is None else _rfc3339_micros(stamp, "book timestamp")
-        return DepthMsg(
-            VENUE,
-            symbol,
-            kind,
-            bids,
-            asks,
-            BOOK_DEPTH,
-            None,
-            None,
-            checksum,
-            ts,
-            frame.ts_ingest,
-            frame.conn_id,
-        )
+        return _depth_msg(symbol, kind, bids, asks, BOOK_DEPTH, checksum, ts, frame)
 
     def _v2_trade(self, d: Any, ts_ingest: int) -> dict[str, Any]:
         symbol = self._symbol(d["symbol"])
@@ -492,19 +491,8 @@ class KrakenParser(TypedParser[_Push]):
         deletes = not snapshot
         check_levels(bids, f"kraken v1 book {kind} bids", deletes)
         check_levels(asks, f"kraken v1 book {kind} asks", deletes)
-        return DepthMsg(
-            VENUE,
-            symbol,
-            kind,
-            bids,
-            asks,
-            depth,
-            None,
-            None,
-            checksum,
-            newest or frame.ts_ingest,
-            frame.ts_ingest,
-            frame.conn_id,
+        return _depth_msg(
+            symbol, kind, bids, asks, depth, checksum, newest or frame.ts_ingest, frame
         )
 
     def symbol_of(self, frame: RawFrame) -> str | None:
