@@ -71,6 +71,25 @@ def outage_config(services: Services, tmp_path: Path, prefix: str) -> PipelineCo
     )
 
 
+def run_stage2(services: Services, prefix: str, out: Path) -> dict[str, list[Record]]:
+    """Stage 2 over the run's raw topic (read once, not tailed): its outputs by channel."""
+    stage2 = parse_config(
+        {
+            "sources": [
+                {
+                    "venue": "binance",
+                    "mode": "kafka",
+                    "kafka": {"brokers": [services.kafka], "topic_prefix": prefix, "tail": False},
+                }
+            ],
+            "operators": {"ohlcv": {"intervals": ["1s"]}},
+            "sinks": [{"type": "jsonl", "path": str(out)}],
+        }
+    )
+    run_pipeline(stage2)
+    return outputs(out)
+
+
 def test_an_outage_longer_than_the_message_timeout_loses_no_message_nor_header(
     services: Services, tmp_path: Path
 ) -> None:
@@ -126,25 +145,7 @@ def test_an_outage_longer_than_the_message_timeout_loses_no_message_nor_header(
             assert sorted(map(repr, records)) == sorted(map(repr, direct[channel])), channel
         # Stage 2 over the raw topic: every frame is a frame again (no dead letter) and
         # every trade comes out once (order and bars: the test below).
-        stage2 = parse_config(
-            {
-                "sources": [
-                    {
-                        "venue": "binance",
-                        "mode": "kafka",
-                        "kafka": {
-                            "brokers": [services.kafka],
-                            "topic_prefix": prefix,
-                            "tail": False,
-                        },
-                    }
-                ],
-                "operators": {"ohlcv": {"intervals": ["1s"]}},
-                "sinks": [{"type": "jsonl", "path": str(tmp_path / "stage2")}],
-            }
-        )
-        run_pipeline(stage2)
-        again = outputs(tmp_path / "stage2")
+        again = run_stage2(services, prefix, tmp_path / "stage2")
         assert again["dead_letter"] == direct["dead_letter"] == []
         assert sorted(map(repr, again["trades"])) == sorted(map(repr, direct["trades"]))
     finally:
@@ -269,25 +270,7 @@ def test_an_outage_longer_than_the_message_timeout_keeps_every_key_in_produce_or
             assert got == direct_trades[key], f"trades {key}: not in produce order"
         # Stage 2 over the raw topic sees the frames of every symbol in order: the same
         # bars, books and trades as the direct run, nothing late, no gap.
-        stage2 = parse_config(
-            {
-                "sources": [
-                    {
-                        "venue": "binance",
-                        "mode": "kafka",
-                        "kafka": {
-                            "brokers": [services.kafka],
-                            "topic_prefix": prefix,
-                            "tail": False,
-                        },
-                    }
-                ],
-                "operators": {"ohlcv": {"intervals": ["1s"]}},
-                "sinks": [{"type": "jsonl", "path": str(tmp_path / "stage2")}],
-            }
-        )
-        run_pipeline(stage2)
-        again = outputs(tmp_path / "stage2")
+        again = run_stage2(services, prefix, tmp_path / "stage2")
         assert again["dead_letter"] == direct["dead_letter"] == []
         assert again["late"] == direct["late"]
         for channel in ("trades", "book", "bars"):
