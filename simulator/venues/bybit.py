@@ -10,6 +10,7 @@ so a resubscribe after a gap resyncs that symbol. A dropped delta leaves a ``u``
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import Iterable
 
@@ -38,6 +39,9 @@ def sub_key(market: str, topic: str) -> str:
     return f"{market}|{topic}"
 
 
+SETTLE_S = 0.1  # quiet time after a subscribe request before the client's stream starts
+
+
 class BybitSim(VenueSim):
     names = ("bybit",)
     ws_paths = tuple(PATHS)
@@ -48,6 +52,12 @@ class BybitSim(VenueSim):
     def __init__(self, venue: str, options: dict[str, object] | None = None) -> None:
         super().__init__(venue, options)
         self._markets: dict[str, str] = {}  # client conn_id -> market of its path
+        # A client subscribes in batches of 10 args, back to back: its stream starts once
+        # they stop coming (SETTLE_S), so no topic of the burst is joined late (which would
+        # make its book a snapshot built mid-tape instead of the capture's own).
+        self._settling: dict[str, asyncio.TimerHandle] = {}
+        self._started: set[str] = set()
+        self._starting: set[asyncio.Task[None]] = set()  # the loop holds tasks weakly
 
     def tape_builder(self) -> TapeBuilder:
         return _BybitBuilder(self.venue)
@@ -90,13 +100,35 @@ class BybitSim(VenueSim):
         await client.send(orjson.dumps({**ack, "op": op}).decode())
         if op != "subscribe":
             return
+        if client.conn_id in self._started:  # a resubscribe: its books at once
+            await self._send_snapshots(client, market, args)
+            return
+        pending = self._settling.pop(client.conn_id, None)
+        if pending is not None:
+            pending.cancel()
+        loop = asyncio.get_running_loop()
+        self._settling[client.conn_id] = loop.call_later(SETTLE_S, self._start_task, client)
+
+    def _start_task(self, client: ClientPort) -> None:
+        task = asyncio.ensure_future(self._start(client))
+        self._starting.add(task)
+        task.add_done_callback(self._starting.discard)
+
+    async def _start(self, client: ClientPort) -> None:
+        """The subscribe burst is over: place the client, send its books, stream."""
+        self._settling.pop(client.conn_id, None)
+        self._started.add(client.conn_id)
         client.begin()
-        for topic in args:
+        market = self._markets.get(client.conn_id, LINEAR)
+        await self._send_snapshots(client, market, list(client.subs.values()))
+        client.stream()
+
+    async def _send_snapshots(self, client: ClientPort, market: str, topics: list[str]) -> None:
+        for topic in topics:
             if topic.startswith("orderbook."):
                 snapshot = self._snapshot(client, market, topic)
                 if snapshot is not None:
                     await client.send_snapshot(snapshot)
-        client.stream()
 
     def _snapshot(self, client: ClientPort, market: str, topic: str) -> str | None:
         """An orderbook snapshot push for a subscribing client, None before the book is known."""
